@@ -1,0 +1,19 @@
+"""Callbacks, one logged concern each: θ and φ, trace log-probs, evidence and gap, gradient
+norms, the run summary, and the guard against non-finite values."""
+
+from lightning_svi.callbacks.evidence import EvidenceLogger
+from lightning_svi.callbacks.gradients import GradientNormLogger
+from lightning_svi.callbacks.non_finite import NonFiniteGuard, TrainingDiverged
+from lightning_svi.callbacks.parameters import ParameterLogger
+from lightning_svi.callbacks.summary import RunSummary
+from lightning_svi.callbacks.traces import TraceLogger
+
+__all__ = [
+    "EvidenceLogger",
+    "GradientNormLogger",
+    "NonFiniteGuard",
+    "ParameterLogger",
+    "RunSummary",
+    "TraceLogger",
+    "TrainingDiverged",
+]

@@ -1,0 +1,46 @@
+"""Log the closed-form log evidence log p_θ(x) and the gap to the ELBO, where the model has one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_svi.callbacks.logging import is_logging_step, log_scalars
+from lightning_svi.models.base import Batch
+
+
+class EvidenceLogger(pl.Callback):
+    """``evidence/log_evidence`` and ``evidence/gap`` = log p_θ(x) − ELBO = KL(q ‖ p(z | x)) ≥ 0.
+
+    The evidence uses θ before the step's update, the same θ the step's ELBO estimate used.
+    """
+
+    def __init__(self, full_data: Batch) -> None:
+        self.full_data = full_data
+        self._log_evidence: torch.Tensor | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._log_evidence = None
+        if is_logging_step(trainer, trainer.global_step + 1):
+            self._log_evidence = log_evidence(pl_module, self.full_data)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._log_evidence is None or pl_module.last_loss is None:
+            return
+        elbo = -pl_module.last_loss
+        log_scalars(
+            trainer,
+            {"evidence/log_evidence": self._log_evidence, "evidence/gap": self._log_evidence - elbo},
+            trainer.global_step,
+        )
+
+
+def log_evidence(pl_module: pl.LightningModule, full_data: Batch) -> torch.Tensor | None:
+    """log p_θ(x) of the full data under the module's current θ, or None without a closed form."""
+    with torch.no_grad():
+        data = {name: tensor.to(pl_module.device) for name, tensor in full_data.items()}
+        return pl_module.model.log_evidence(data)

@@ -1,0 +1,30 @@
+"""Log θ (model side) and φ (guide side) as constrained values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+
+from lightning_svi.callbacks.logging import is_logging_step, log_scalars, log_tensor
+from lightning_svi.params import constrained_values
+
+
+class ParameterLogger(pl.Callback):
+    """``theta/<name>`` and ``phi/<name>``: a scalar per scalar parameter; for a tensor a histogram,
+    plus one scalar per element when it has at most ``max_elements``."""
+
+    def __init__(self, max_elements: int = 16) -> None:
+        self.max_elements = max_elements
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not is_logging_step(trainer):
+            return
+        step = trainer.global_step
+        metrics: dict[str, float] = {}
+        for side, module in (("theta", pl_module.model), ("phi", pl_module.guide)):
+            for name, value in constrained_values(module).items():
+                metrics.update(log_tensor(trainer, f"{side}/{name}", value, step, self.max_elements))
+        log_scalars(trainer, metrics, step)

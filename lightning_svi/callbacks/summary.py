@@ -1,0 +1,115 @@
+"""Write ``summary.json`` at the end of a run, also when it stops early or fails."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_svi.callbacks.evidence import log_evidence
+from lightning_svi.callbacks.logging import is_logging_step
+from lightning_svi.callbacks.non_finite import TrainingDiverged
+from lightning_svi.models.base import Batch
+from lightning_svi.params import constrained_values
+
+FINAL_KEYS = ("loss", "elbo", "log_p", "log_q")
+
+
+def to_json_value(value: torch.Tensor | float | None) -> Any:
+    """A number for a scalar, nested lists for a tensor, None for None or a non-finite scalar."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
+    """Write to a temporary file and rename it, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+class RunSummary(pl.Callback):
+    """Keeps the last ``window`` logged steps and writes the run's ``summary.json`` (rank 0).
+
+    ``final`` averages loss, ELBO, log p and log q over that window; ``gap`` is the closed-form
+    log evidence under the final θ minus that average ELBO.
+    """
+
+    def __init__(self, path: Path, names: dict[str, Any], full_data: Batch, window: int = 10) -> None:
+        self.path = Path(path)
+        self.names = names
+        self.full_data = full_data
+        self.recent: deque[dict[str, float]] = deque(maxlen=window)
+        self.started_at = time.perf_counter()
+        self.first_step_at: float | None = None
+        self.last_step_at: float | None = None
+        self.steps_timed = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.last_step_at = time.perf_counter()
+        self.steps_timed += 1
+        if is_logging_step(trainer) and pl_module.last_traces is not None:
+            loss = float(pl_module.last_loss)
+            traces = pl_module.last_traces
+            self.recent.append({"loss": loss, "elbo": -loss, "log_p": float(traces.log_p), "log_q": float(traces.log_q)})
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write(trainer, pl_module, "completed" if trainer.global_step >= trainer.max_steps else "stopped")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, TrainingDiverged):
+            status = "diverged"
+        elif isinstance(exception, KeyboardInterrupt):
+            status = "interrupted"
+        else:
+            status = "failed"
+        self.write(trainer, pl_module, status, error=str(exception))
+
+    def final_metrics(self, pl_module: pl.LightningModule) -> dict[str, float | None]:
+        final: dict[str, float | None] = {
+            key: sum(step[key] for step in self.recent) / len(self.recent) if self.recent else None for key in FINAL_KEYS
+        }
+        evidence = log_evidence(pl_module, self.full_data)
+        final["log_evidence"] = None if evidence is None else float(evidence)
+        final["gap"] = None if evidence is None or final["elbo"] is None else final["log_evidence"] - final["elbo"]
+        return {key: to_json_value(value) for key, value in final.items()}
+
+    def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
+        if not trainer.is_global_zero:
+            return
+        loop_seconds = (self.last_step_at or 0.0) - (self.first_step_at or 0.0)
+        summary = {
+            **self.names,
+            "steps": trainer.global_step,
+            "world_size": trainer.world_size,
+            "status": status,
+            "final": self.final_metrics(pl_module),
+            "theta": {name: to_json_value(value) for name, value in constrained_values(pl_module.model).items()},
+            "phi": {name: to_json_value(value) for name, value in constrained_values(pl_module.guide).items()},
+            "timing": {
+                "wall_seconds": time.perf_counter() - self.started_at,
+                "steps_per_second": self.steps_timed / loop_seconds if loop_seconds > 0 else None,
+            },
+        }
+        if error is not None:
+            summary["error"] = error
+        write_json_atomically(self.path, summary)

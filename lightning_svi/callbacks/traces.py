@@ -1,0 +1,36 @@
+"""Log −ELBO, ELBO, log p and log q, and their per-site terms, from the training pass's own traces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+
+from lightning_svi.callbacks.logging import is_logging_step, log_scalars
+
+
+class TraceLogger(pl.Callback):
+    """``train/loss``, ``train/elbo``, ``trace/log_p``, ``trace/log_q``, ``trace/log_p/<site>``, ``trace/log_q/<site>``.
+
+    All taken from the same step, so ``train/elbo = trace/log_p − trace/log_q`` holds tag by tag.
+    """
+
+    def __init__(self, per_site: bool = True) -> None:
+        self.per_site = per_site
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not is_logging_step(trainer) or pl_module.last_traces is None:
+            return
+        traces = pl_module.last_traces
+        metrics = {
+            "train/loss": pl_module.last_loss,
+            "train/elbo": -pl_module.last_loss,
+            "trace/log_p": traces.log_p,
+            "trace/log_q": traces.log_q,
+        }
+        if self.per_site:
+            metrics.update({f"trace/log_p/{site}": value for site, value in traces.log_p_sites.items()})
+            metrics.update({f"trace/log_q/{site}": value for site, value in traces.log_q_sites.items()})
+        log_scalars(trainer, metrics, trainer.global_step)

@@ -1,0 +1,37 @@
+"""What ``train.py`` runs: check the config, then train, turning known failures into one-paragraph errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from lightning_svi.checks import check_config
+from lightning_svi.errors import UserInputError
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"lightning-svi: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train ``cfg`` into Hydra's output folder; return the final ELBO (the sweep objective)."""
+    try:
+        check_config(cfg)
+        # Heavy imports (torch, Pyro, Lightning) only once the config is known to be sound.
+        from lightning_svi.callbacks import TrainingDiverged
+        from lightning_svi.training import train
+
+        try:
+            summary = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+        except TrainingDiverged as error:
+            _fail(f"training diverged at {error}", EXIT_DIVERGED)
+    except UserInputError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
+    return summary["final"]["elbo"]

@@ -1,0 +1,50 @@
+"""Guides q_φ(z), chosen by ``guide.kind`` from a table of factories.
+
+The same kinds serve every model: ``full`` is the model's own family, the others are generic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyro.infer import autoguide
+from pyro.nn import PyroModule
+
+from lightning_svi.models.base import Batch, SVIModel
+
+
+class EmptyGuide(PyroModule):
+    """A guide with no sample sites: every latent is drawn from the prior when the model runs.
+
+    People often take this for maximum likelihood; it is not. The ELBO becomes
+    E_prior[log p_θ(x | z)], and θ maximises that expectation, not the marginal likelihood.
+    """
+
+    def forward(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def _autoguide(cls: type, **defaults: object) -> Callable[..., PyroModule]:
+    def build(model: SVIModel, **options: object) -> PyroModule:
+        def create_plates(batch: Batch):  # noqa: ANN202 - pyro.plate
+            return model.data_plate(batch)
+
+        # create_plates makes local latents follow the model's minibatch indices.
+        return cls(model, create_plates=create_plates, **{**defaults, **options})
+
+    return build
+
+
+GUIDES: dict[str, Callable[..., PyroModule]] = {
+    "full": lambda model, **options: model.full_guide(**options),
+    "empty": lambda model, **options: EmptyGuide(),
+    "delta": _autoguide(autoguide.AutoDelta),
+    "normal": _autoguide(autoguide.AutoNormal),
+    "diag_normal": _autoguide(autoguide.AutoDiagonalNormal),
+    "lowrank": _autoguide(autoguide.AutoLowRankMultivariateNormal),
+}
+
+
+def build_guide(kind: str, model: SVIModel, **options: object) -> PyroModule:
+    """The guide of kind ``kind`` (a key of ``GUIDES``) for ``model``."""
+    return GUIDES[kind](model, **options)

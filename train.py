@@ -1,0 +1,18 @@
+"""Train a Pyro model with SVI: ``python train.py model=beta_binomial guide=full``.
+
+Hydra composes the config from ``conf/``; everything else lives in the ``lightning_svi`` package.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from lightning_svi.cli import run
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
