@@ -20,6 +20,7 @@ from lightning_svi.callbacks import (
     NonFiniteGuard,
     ParameterLogger,
     RunSummary,
+    StepProgressBar,
     TraceLogger,
 )
 from lightning_svi.data.datamodule import TensorDataModule, load_data
@@ -50,6 +51,7 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> SVIModule:
 def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: dict) -> list[pl.Callback]:
     names = {"model": model_name, "guide": cfg.guide.kind, "elbo": cfg.elbo.name, "seed": cfg.seed}
     return [
+        StepProgressBar(refresh_rate=cfg.progress_bar_refresh_rate),
         TraceLogger(),
         ParameterLogger(),
         GradientNormLogger(),
@@ -75,7 +77,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     model_class = get_class(cfg.model._target_)
     synthetic = OmegaConf.to_container(cfg.data.synthetic, resolve=True) if cfg.data.get("synthetic") else None
     data = load_data(model_class, cfg.data.path, cfg.data.seed, synthetic)
-    datamodule = TensorDataModule(data, cfg.data.batch_size, cfg.data.num_workers)
+    datamodule = TensorDataModule(data, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed)
     module = build_module(cfg, datamodule)
     full_data = datamodule.full_batch()
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)

@@ -5,6 +5,7 @@ from lightning_svi.callbacks.evidence import EvidenceLogger
 from lightning_svi.callbacks.gradients import GradientNormLogger
 from lightning_svi.callbacks.non_finite import NonFiniteGuard, TrainingDiverged
 from lightning_svi.callbacks.parameters import ParameterLogger
+from lightning_svi.callbacks.progress import StepProgressBar
 from lightning_svi.callbacks.summary import RunSummary
 from lightning_svi.callbacks.traces import TraceLogger
 
@@ -14,6 +15,7 @@ __all__ = [
     "NonFiniteGuard",
     "ParameterLogger",
     "RunSummary",
+    "StepProgressBar",
     "TraceLogger",
     "TrainingDiverged",
 ]

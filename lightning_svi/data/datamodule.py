@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_svi.data.table import read_table
 from lightning_svi.models.base import Batch, SVIModel
@@ -39,18 +40,59 @@ def _already_batched(batch: Batch) -> Batch:
     return batch
 
 
-class TensorDataModule(pl.LightningDataModule):
-    """Full-batch (``batch_size=None``) or shuffled minibatches of a ``TensorTable``.
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of the current process; (0, 1) outside DDP."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
-    Under DDP, Lightning gives each rank its own shard through a distributed sampler.
+
+class EndlessBatchSampler(Sampler[list[int]]):
+    """Batches of row indices without end: SVI counts optimizer steps, not epochs.
+
+    Each pass over the data is split between DDP ranks first (rank r takes every world-size-th
+    row of the pass), then into batches, so every rank sees a different shard of equal size.
+    With ``shuffle`` every pass is a fresh permutation, identical on every rank (seeded by
+    ``seed`` and the pass number).
     """
 
-    def __init__(self, data: Batch, batch_size: int | None = None, num_workers: int = 0) -> None:
+    def __init__(self, num_rows: int, batch_size: int | None, shuffle: bool, seed: int = 0) -> None:
+        self.num_rows = num_rows
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rank, world_size = _process_group()
+        shard_size = self.num_rows // world_size
+        batch_size = min(self.batch_size or shard_size, shard_size)
+        generator = torch.Generator()
+        data_pass = 0
+        while True:
+            if self.shuffle:
+                generator.manual_seed(self.seed + data_pass)
+                order = torch.randperm(self.num_rows, generator=generator)
+            else:
+                order = torch.arange(self.num_rows)
+            shard = order[rank : shard_size * world_size : world_size].tolist()
+            for start in range(0, shard_size - batch_size + 1, batch_size):
+                yield shard[start : start + batch_size]
+            data_pass += 1
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Full-batch (``batch_size=None``) or shuffled minibatches of a ``TensorTable``, without end.
+
+    Under DDP each rank draws its own shard (``EndlessBatchSampler``); set the trainer's
+    ``use_distributed_sampler=False`` so that Lightning leaves the sampler alone.
+    """
+
+    def __init__(self, data: Batch, batch_size: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
         self.table = TensorTable(data)
         self.batch_size = batch_size
-
         self.num_workers = num_workers
+        self.seed = seed
 
     @property
     def num_rows(self) -> int:
@@ -61,12 +103,10 @@ class TensorDataModule(pl.LightningDataModule):
         return self.table.__getitems__(range(self.num_rows))
 
     def train_dataloader(self) -> DataLoader:
-        full_batch = self.batch_size is None or self.batch_size >= self.num_rows
+        shuffle = self.batch_size is not None and self.batch_size < self.num_rows
         return DataLoader(
             self.table,
-            batch_size=self.num_rows if full_batch else self.batch_size,
-            shuffle=not full_batch,
-            drop_last=False,
+            batch_sampler=EndlessBatchSampler(self.num_rows, self.batch_size, shuffle, self.seed),
             collate_fn=_already_batched,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

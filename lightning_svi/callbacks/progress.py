@@ -1,0 +1,21 @@
+"""A progress bar that counts optimizer steps against ``max_steps`` (SVI has no epochs)."""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import TQDMProgressBar
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, with ``max_steps`` as its total and the loss beside it."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        total = super().total_train_batches
+        return self.trainer.max_steps if math.isinf(total) and self.trainer.max_steps > 0 else total
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: object) -> None:
+        super().on_train_epoch_start(trainer)
+        self.train_progress_bar.set_description("SVI steps")
