@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pyro.infer import autoguide
 from pyro.nn import PyroModule
 
-from lightning_svi.models.base import Batch, SVIModel
+from lightning_svi.models.base import SVIModel
 
 
 class EmptyGuide(PyroModule):
@@ -24,13 +24,12 @@ class EmptyGuide(PyroModule):
         return None
 
 
-def _autoguide(cls: type, **defaults: object) -> Callable[..., PyroModule]:
+def _autoguide(cls: type, follows_minibatch: bool) -> Callable[..., PyroModule]:
     def build(model: SVIModel, **options: object) -> PyroModule:
-        def create_plates(batch: Batch):  # noqa: ANN202 - pyro.plate
-            return model.data_plate(batch)
-
-        # create_plates makes local latents follow the model's minibatch indices.
-        return cls(model, create_plates=create_plates, **{**defaults, **options})
+        if follows_minibatch:
+            # Local latents follow the model's minibatch indices instead of drawing their own.
+            options["create_plates"] = model.data_plate
+        return cls(model, **options)
 
     return build
 
@@ -38,10 +37,11 @@ def _autoguide(cls: type, **defaults: object) -> Callable[..., PyroModule]:
 GUIDES: dict[str, Callable[..., PyroModule]] = {
     "full": lambda model, **options: model.full_guide(**options),
     "empty": lambda model, **options: EmptyGuide(),
-    "delta": _autoguide(autoguide.AutoDelta),
-    "normal": _autoguide(autoguide.AutoNormal),
-    "diag_normal": _autoguide(autoguide.AutoDiagonalNormal),
-    "lowrank": _autoguide(autoguide.AutoLowRankMultivariateNormal),
+    "delta": _autoguide(autoguide.AutoDelta, follows_minibatch=True),
+    "normal": _autoguide(autoguide.AutoNormal, follows_minibatch=True),
+    # AutoContinuous guides flatten all latents into one vector: full batch only.
+    "diag_normal": _autoguide(autoguide.AutoDiagonalNormal, follows_minibatch=False),
+    "lowrank": _autoguide(autoguide.AutoLowRankMultivariateNormal, follows_minibatch=False),
 }
 
 

@@ -1,0 +1,64 @@
+"""Shared helpers: compose the real Hydra configs, train in-process or through ``train.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+QUIET = ["progress_bar_refresh_rate=0"]
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The config ``python train.py OVERRIDES`` would run, without Hydra's own keys."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[*QUIET, *overrides])
+
+
+@pytest.fixture
+def train_in_process(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """Train a composed config into ``tmp_path/run`` (or ``run_dir``) and return its summary."""
+    from lightning_svi.training import train
+
+    def run(*overrides: str, run_dir: Path | None = None) -> dict[str, Any]:
+        return train(compose_config(*overrides), run_dir or tmp_path / "run")
+
+    return run
+
+
+def run_train_py(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python train.py ARGS`` as a user types it, from ``cwd``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *QUIET, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in the run's TensorBoard event files, read by TensorBoard itself."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0})
+    accumulator.Reload()
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }

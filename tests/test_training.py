@@ -1,0 +1,122 @@
+"""In-process training runs: every guide and estimator, the optimizer groups, TensorBoard and resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import compose_config, read_scalars, read_summary
+
+SHORT = ["trainer.max_steps=30", "trainer.log_every_n_steps=5"]
+
+PHI_NAMES = {
+    "full": {"qa", "qb"},
+    "empty": set(),
+    "delta": {"rate"},
+    "normal": {"locs.rate", "scales.rate"},
+    "diag_normal": {"loc", "scale"},
+    "lowrank": {"loc", "scale", "cov_factor"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PHI_NAMES))
+def test_every_guide_kind_trains_and_reports_its_phi(train_in_process, kind: str) -> None:
+    summary = train_in_process(*SHORT, f"guide={kind}")
+    assert summary["status"] == "completed"
+    assert summary["steps"] == 30
+    assert summary["guide"] == kind
+    assert set(summary["phi"]) == PHI_NAMES[kind]
+    assert set(summary["theta"]) == {"alpha", "beta"}
+    assert all(value > 0 for value in summary["theta"].values())
+    assert math.isfinite(summary["final"]["elbo"])
+
+
+@pytest.mark.parametrize("name", ["trace", "trace_graph", "trace_mean_field"])
+def test_every_estimator_trains(train_in_process, name: str) -> None:
+    summary = train_in_process(*SHORT, f"elbo={name}", "elbo.num_particles=2", "elbo.vectorize_particles=false")
+    assert summary["status"] == "completed"
+    assert summary["elbo"] == compose_config(f"elbo={name}").elbo.name
+    assert math.isfinite(summary["final"]["loss"])
+
+
+@pytest.mark.parametrize("optim", ["adam", "clipped_adam", "sgd"])
+def test_optimizer_has_theta_and_phi_groups_with_their_own_rates(optim: str) -> None:
+    from lightning_svi.data.datamodule import TensorDataModule
+    from lightning_svi.models.beta_binomial import BetaBinomial
+    from lightning_svi.training import build_module, reset_global_state
+
+    cfg = compose_config(f"optim={optim}", "optim.lr=0.02", "optim.phi_lr=0.3")
+    reset_global_state(0)
+    module = build_module(cfg, TensorDataModule(BetaBinomial.synthetic_data(0, num_groups=5)))
+    module.trainer = type("FakeTrainer", (), {"max_steps": 10})()  # configure_optimizers reads max_steps
+    configured = module.configure_optimizers()
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    groups = {group["name"]: group for group in optimizer.param_groups}
+    assert groups["theta"]["lr"] == pytest.approx(0.02)
+    assert groups["phi"]["lr"] == pytest.approx(0.3)
+    assert {id(p) for p in groups["theta"]["params"]} == {id(p) for p in module.model.parameters()}
+    assert {id(p) for p in groups["phi"]["params"]} == {id(p) for p in module.guide.parameters()}
+
+
+def test_tensorboard_has_every_tag_and_the_elbo_identity_holds_step_by_step(train_in_process, tmp_path: Path) -> None:
+    train_in_process(*SHORT, "elbo.num_particles=3")
+    scalars = read_scalars(tmp_path / "run")
+    expected = {
+        "train/loss", "train/elbo", "trace/log_p", "trace/log_q",
+        "trace/log_p/rate", "trace/log_p/successes", "trace/log_q/rate",
+        "theta/alpha", "theta/beta", "evidence/log_evidence", "evidence/gap",
+        "grad_norm/theta", "grad_norm/phi",
+    }  # fmt: skip
+    assert expected <= set(scalars)
+    # phi/qa has 50 elements: a histogram, no per-element scalars.
+    assert not any(tag.startswith("phi/qa") for tag in scalars)
+    for tag in expected:
+        assert all(math.isfinite(value) for _, value in scalars[tag]), tag
+    steps = [step for step, _ in scalars["train/elbo"]]
+    assert steps == [1, 5, 10, 15, 20, 25, 30]
+    elbo = dict(scalars["train/elbo"])
+    log_p, log_q = dict(scalars["trace/log_p"]), dict(scalars["trace/log_q"])
+    for step in steps:
+        assert elbo[step] == pytest.approx(log_p[step] - log_q[step], rel=1e-4, abs=1e-2)
+    gap, log_evidence = dict(scalars["evidence/gap"]), dict(scalars["evidence/log_evidence"])
+    for step in steps:
+        assert gap[step] == pytest.approx(log_evidence[step] - elbo[step], rel=1e-4, abs=1e-2)
+
+
+def test_small_tensor_parameters_get_one_scalar_per_element(train_in_process, tmp_path: Path) -> None:
+    train_in_process(*SHORT, "data.synthetic={num_groups: 3}")
+    scalars = read_scalars(tmp_path / "run")
+    assert {"phi/qa/0", "phi/qa/1", "phi/qa/2", "phi/qb/2"} <= set(scalars)
+
+
+def test_summary_json_follows_the_contract(train_in_process, tmp_path: Path) -> None:
+    summary = train_in_process(*SHORT)
+    assert summary == read_summary(tmp_path / "run")
+    assert set(summary) == {"model", "guide", "elbo", "seed", "steps", "world_size", "status", "final", "theta", "phi", "timing"}
+    assert summary["model"] == "beta_binomial" and summary["elbo"] == "TraceEnum_ELBO" and summary["world_size"] == 1
+    assert set(summary["final"]) == {"loss", "elbo", "log_p", "log_q", "log_evidence", "gap"}
+    final = summary["final"]
+    assert final["elbo"] == pytest.approx(-final["loss"])
+    assert final["elbo"] == pytest.approx(final["log_p"] - final["log_q"], rel=1e-4)
+    assert final["gap"] == pytest.approx(final["log_evidence"] - final["elbo"])
+    assert len(summary["phi"]["qa"]) == 50
+    assert summary["timing"]["steps_per_second"] > 0
+    assert summary["timing"]["wall_seconds"] > 0
+
+
+def test_resume_continues_from_the_checkpoint(train_in_process, tmp_path: Path) -> None:
+    first = train_in_process("trainer.max_steps=20", "checkpoint.every_n_steps=10")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["global_step"] == 20
+    assert state["state_dict"]["svi.model.alpha_unconstrained"].exp().item() == pytest.approx(first["theta"]["alpha"])
+    resumed = train_in_process("trainer.max_steps=30", f"ckpt_path={checkpoint}", run_dir=tmp_path / "resumed")
+    assert resumed["steps"] == 30
+    assert resumed["status"] == "completed"
+    # Ten more steps move θ a little from where the first run left it, not from the initial value 1.0.
+    assert resumed["theta"]["alpha"] == pytest.approx(first["theta"]["alpha"], rel=0.5)
+    assert abs(resumed["theta"]["alpha"] - first["theta"]["alpha"]) < abs(first["theta"]["alpha"] - 1.0)
