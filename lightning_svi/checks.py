@@ -85,6 +85,7 @@ def check_config(cfg: DictConfig) -> None:
     _require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
     if cfg.data.get("batch_size") is not None and cfg.guide.kind in FULL_BATCH_GUIDES:
         raise ConfigError(
-            f"guide={cfg.guide.kind} with data.batch_size={cfg.data.batch_size}: this guide flattens all latents into "
-            f"one vector and cannot follow a minibatch; use guide=normal, guide=delta or guide=full, or data.batch_size=null."
+            f"guide={cfg.guide.kind} with data.batch_size={cfg.data.batch_size}: this guide flattens all latents "
+            "into one vector and cannot follow a minibatch; use guide=normal, guide=delta or guide=full, "
+            "or data.batch_size=null."
         )

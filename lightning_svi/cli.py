@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -15,7 +16,7 @@ EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     print(f"lightning-svi: error: {message}", file=sys.stderr)
     sys.exit(code)
 
@@ -24,14 +25,16 @@ def run(cfg: DictConfig) -> float | None:
     """Train ``cfg`` into Hydra's output folder; return the final ELBO (the sweep objective)."""
     try:
         check_config(cfg)
-        # Heavy imports (torch, Pyro, Lightning) only once the config is known to be sound.
-        from lightning_svi.callbacks import TrainingDiverged
-        from lightning_svi.training import train
-
-        try:
-            summary = train(cfg, Path(HydraConfig.get().runtime.output_dir))
-        except TrainingDiverged as error:
-            _fail(f"training diverged at {error}", EXIT_DIVERGED)
     except UserInputError as error:
         _fail(str(error), EXIT_BAD_INPUT)
+    # Heavy imports (torch, Pyro, Lightning) only once the config is known to be sound.
+    from lightning_svi.callbacks import TrainingDiverged
+    from lightning_svi.training import train
+
+    try:
+        summary = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except UserInputError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
+    except TrainingDiverged as error:
+        _fail(f"training diverged at {error}", EXIT_DIVERGED)
     return summary["final"]["elbo"]

@@ -31,9 +31,11 @@ class StepTraces:
             for name, site in pair[which].nodes.items():
                 if site["type"] != "sample":
                     continue
-                value = site["log_prob_sum"].detach() if "log_prob_sum" in site else site["fn"].log_prob(
-                    site["value"]
-                ).detach().sum()
+                value = (
+                    site["log_prob_sum"].detach()
+                    if "log_prob_sum" in site
+                    else site["fn"].log_prob(site["value"]).detach().sum()
+                )
                 sums[name] = sums.get(name, 0.0) + value / self.num_particles
         return sums
 
@@ -61,12 +63,12 @@ class RecordsTraces:
 
     last_traces: StepTraces | None = None
 
-    def _get_trace(self, model, guide, args, kwargs):  # noqa: ANN001, ANN202 - Pyro's signature
+    def _get_trace(self, model, guide, args, kwargs):
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
         self._pairs.append((model_trace, guide_trace))
         return model_trace, guide_trace
 
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:  # noqa: ANN001
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         self._pairs: list[tuple[Trace, Trace]] = []
         loss = self._differentiable_loss(model, guide, *args, **kwargs)
         # Either one trace per particle, or one vectorized trace summing all particles: the
@@ -74,7 +76,7 @@ class RecordsTraces:
         self.last_traces = StepTraces(self._pairs, self.num_particles)
         return loss
 
-    def _differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:  # noqa: ANN001
+    def _differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         return super().differentiable_loss(model, guide, *args, **kwargs)
 
 
@@ -82,7 +84,7 @@ class TraceGraphWithLoss(pyro.infer.TraceGraph_ELBO):
     """``TraceGraph_ELBO`` with a ``differentiable_loss``: the value is −ELBO, the gradient is that of
     Pyro's surrogate loss (score-function terms with their variance-reducing baselines)."""
 
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:  # noqa: ANN001
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         elbo, surrogate_loss = self._loss_and_surrogate_loss(model, guide, args, kwargs)
         return surrogate_loss - surrogate_loss.detach() - torch.as_tensor(elbo).detach()
 

@@ -59,7 +59,11 @@ def test_theta_are_positive_module_parameters_named_alpha_and_beta() -> None:
 def test_full_guide_samples_every_latent_site_of_the_minibatch() -> None:
     model = BetaBinomial(num_data=10)
     guide = model.full_guide()
-    batch = {"index": torch.tensor([2, 5, 7]), "successes": torch.tensor([1.0, 2, 3]), "trials": torch.tensor([5.0, 5, 5])}
+    batch = {
+        "index": torch.tensor([2, 5, 7]),
+        "successes": torch.tensor([1.0, 2, 3]),
+        "trials": torch.tensor([5.0, 5, 5]),
+    }
     guide_trace = poutine.trace(guide).get_trace(batch)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch)
     assert guide_trace.nodes["rate"]["value"].shape == (3,)

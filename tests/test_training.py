@@ -95,7 +95,19 @@ def test_small_tensor_parameters_get_one_scalar_per_element(train_in_process, tm
 def test_summary_json_follows_the_contract(train_in_process, tmp_path: Path) -> None:
     summary = train_in_process(*SHORT)
     assert summary == read_summary(tmp_path / "run")
-    assert set(summary) == {"model", "guide", "elbo", "seed", "steps", "world_size", "status", "final", "theta", "phi", "timing"}
+    assert set(summary) == {
+        "model",
+        "guide",
+        "elbo",
+        "seed",
+        "steps",
+        "world_size",
+        "status",
+        "final",
+        "theta",
+        "phi",
+        "timing",
+    }
     assert summary["model"] == "beta_binomial" and summary["elbo"] == "TraceEnum_ELBO" and summary["world_size"] == 1
     assert set(summary["final"]) == {"loss", "elbo", "log_p", "log_q", "log_evidence", "gap"}
     final = summary["final"]

@@ -21,7 +21,9 @@ class EvidenceLogger(pl.Callback):
         self.full_data = full_data
         self._log_evidence: torch.Tensor | None = None
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._log_evidence = None
         if is_logging_step(trainer, trainer.global_step + 1):
             self._log_evidence = log_evidence(pl_module, self.full_data)

@@ -25,7 +25,9 @@ def log_scalars(trainer: pl.Trainer, metrics: dict[str, torch.Tensor | float], s
         logger.log_metrics(values, step=step)
 
 
-def log_tensor(trainer: pl.Trainer, tag: str, value: torch.Tensor, step: int, max_elements: int = 16) -> dict[str, float]:
+def log_tensor(
+    trainer: pl.Trainer, tag: str, value: torch.Tensor, step: int, max_elements: int = 16
+) -> dict[str, float]:
     """A histogram of a tensor-valued quantity (TensorBoard only); returns the scalars to log for it:
     the value itself if it is a scalar, one per element if it has at most ``max_elements``."""
     if value.numel() == 1:

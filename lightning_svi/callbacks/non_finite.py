@@ -30,5 +30,7 @@ class NonFiniteGuard(pl.Callback):
 
 
 def _hint(trainer: pl.Trainer) -> str:
-    rates = ", ".join(f"{group.get('name', 'group')} lr={group['lr']:g}" for group in trainer.optimizers[0].param_groups)
+    rates = ", ".join(
+        f"{group.get('name', 'group')} lr={group['lr']:g}" for group in trainer.optimizers[0].param_groups
+    )
     return f"the optimizer ran with {rates}: a smaller optim.lr usually helps."

@@ -58,7 +58,9 @@ class RunSummary(pl.Callback):
         self.last_step_at: float | None = None
         self.steps_timed = 0
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.first_step_at is None:
             self.first_step_at = time.perf_counter()
 
@@ -70,7 +72,9 @@ class RunSummary(pl.Callback):
         if is_logging_step(trainer) and pl_module.last_traces is not None:
             loss = float(pl_module.last_loss)
             traces = pl_module.last_traces
-            self.recent.append({"loss": loss, "elbo": -loss, "log_p": float(traces.log_p), "log_q": float(traces.log_q)})
+            self.recent.append(
+                {"loss": loss, "elbo": -loss, "log_p": float(traces.log_p), "log_q": float(traces.log_q)}
+            )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer, pl_module, "completed" if trainer.global_step >= trainer.max_steps else "stopped")
@@ -86,7 +90,8 @@ class RunSummary(pl.Callback):
 
     def final_metrics(self, pl_module: pl.LightningModule) -> dict[str, float | None]:
         final: dict[str, float | None] = {
-            key: sum(step[key] for step in self.recent) / len(self.recent) if self.recent else None for key in FINAL_KEYS
+            key: sum(step[key] for step in self.recent) / len(self.recent) if self.recent else None
+            for key in FINAL_KEYS
         }
         evidence = log_evidence(pl_module, self.full_data)
         final["log_evidence"] = None if evidence is None else float(evidence)

@@ -87,8 +87,7 @@ def read_table(path: str | Path, spec: TableSpec) -> dict[str, list[float]]:
             value = _parse_number(cell, spec)
             if value is None:
                 raise DataError(
-                    f"{where}, line {line_number}, column {name}: {cell!r} is not allowed; "
-                    f"expected {spec.describe()}."
+                    f"{where}, line {line_number}, column {name}: {cell!r} is not allowed; expected {spec.describe()}."
                 )
             values[name] = value
         for check in spec.row_checks:
