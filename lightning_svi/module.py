@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyro
 import pytorch_lightning as pl
 import torch
 from pyro.infer import ELBO
@@ -21,7 +22,8 @@ class SVIModule(pl.LightningModule):
     The pair lives in Pyro's ``ELBOModule`` (``self.svi``), so θ and φ are ordinary module
     parameters: Lightning checkpoints them, moves them between devices and all-reduces their
     gradients under DDP. Lazily created parameters (autoguides) are made in ``setup`` by one loss
-    evaluation on the training device, before the optimizer and DDP see the module.
+    evaluation on the training device, before the optimizer and DDP see the module; that
+    evaluation runs with Pyro's validation on, later steps only if ``validate_every_step``.
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class SVIModule(pl.LightningModule):
         warmup_batch: Batch,
         optim: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
+        validate_every_step: bool = False,
     ) -> None:
         super().__init__()
         self.svi = estimator(model, guide)
@@ -39,6 +42,7 @@ class SVIModule(pl.LightningModule):
         self.optim_options = dict(optim or {})
         self.scheduler_options = dict(scheduler or {"name": "none"})
         self._warmup_batch = warmup_batch
+        self.validate_every_step = validate_every_step
         self.last_loss: torch.Tensor | None = None
         self.last_traces: StepTraces | None = None
 
@@ -54,13 +58,17 @@ class SVIModule(pl.LightningModule):
         device = self.trainer.strategy.root_device
         self.to(device)
         batch = {name: tensor.to(device) for name, tensor in self._warmup_batch.items()}
-        self.svi(batch)
+        with pyro.validation_enabled(True):
+            self.svi(batch)  # creates lazy parameters and checks the model and guide once, with Pyro's validation
+        # Pyro's per-step argument and support checks cost about as much as a small model's step.
+        pyro.enable_validation(self.validate_every_step)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.svi(batch)
+        # Kept for the callbacks and the progress bar; no self.log here: its per-step bookkeeping
+        # costs more than a small model's whole step.
         self.last_loss = loss.detach()
         self.last_traces = self.estimator.last_traces
-        self.log("loss", self.last_loss, prog_bar=True, logger=False)
         return loss
 
     def configure_optimizers(self) -> Any:

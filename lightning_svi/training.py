@@ -32,6 +32,7 @@ from lightning_svi.module import SVIModule
 def reset_global_state(seed: int) -> None:
     """Start every job alike, also when a launcher runs several jobs in one process."""
     pyro.settings.set(module_local_params=True)
+    pyro.enable_validation(True)
     pyro.clear_param_store()
     pl.seed_everything(seed, workers=True, verbose=False)
     pyro.set_rng_seed(seed)
@@ -45,7 +46,15 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> SVIModule:
     estimator = build_estimator(**cfg.elbo)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     scheduler = optim.pop("scheduler", None)
-    return SVIModule(model, guide, estimator, datamodule.full_batch(), optim=optim, scheduler=scheduler)
+    return SVIModule(
+        model,
+        guide,
+        estimator,
+        datamodule.full_batch(),
+        optim=optim,
+        scheduler=scheduler,
+        validate_every_step=cfg.validate_every_step,
+    )
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: dict) -> list[pl.Callback]:
@@ -81,6 +90,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     module = build_module(cfg, datamodule)
     full_data = datamodule.full_batch()
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+    logger.experiment  # noqa: B018 - opens the event writer (and imports tensorboard) before the timed loop
     callbacks = build_callbacks(cfg, run_dir, model_class.name, full_data)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)

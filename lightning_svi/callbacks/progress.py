@@ -19,3 +19,11 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: object) -> None:
         super().on_train_epoch_start(trainer)
         self.train_progress_bar.set_description("SVI steps")
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float]:
+        """The loss of the latest step, read only when the bar refreshes (one host sync per refresh)."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        if pl_module.last_loss is not None:
+            metrics["loss"] = f"{float(pl_module.last_loss):.4g}"
+        return metrics

@@ -31,7 +31,7 @@ class TensorTable(Dataset):
     def __getitem__(self, row: int) -> Batch:
         return self.__getitems__([row])
 
-    def __getitems__(self, rows: Sequence[int]) -> Batch:
+    def __getitems__(self, rows: Sequence[int] | torch.Tensor) -> Batch:
         index = torch.as_tensor(rows, dtype=torch.long)
         return {"index": index, **{name: column[index] for name, column in self.data.items()}}
 
@@ -47,7 +47,7 @@ def _process_group() -> tuple[int, int]:
     return 0, 1
 
 
-class EndlessBatchSampler(Sampler[list[int]]):
+class EndlessBatchSampler(Sampler[torch.Tensor]):
     """Batches of row indices without end: SVI counts optimizer steps, not epochs.
 
     Each pass over the data is split between DDP ranks first (rank r takes every world-size-th
@@ -62,7 +62,7 @@ class EndlessBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.seed = seed
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[torch.Tensor]:
         rank, world_size = _process_group()
         shard_size = self.num_rows // world_size
         batch_size = min(self.batch_size or shard_size, shard_size)
@@ -74,9 +74,9 @@ class EndlessBatchSampler(Sampler[list[int]]):
                 order = torch.randperm(self.num_rows, generator=generator)
             else:
                 order = torch.arange(self.num_rows)
-            shard = order[rank : shard_size * world_size : world_size].tolist()
-            for start in range(0, shard_size - batch_size + 1, batch_size):
-                yield shard[start : start + batch_size]
+            shard = order[rank : shard_size * world_size : world_size]
+            # Index tensors, not lists: the table gathers a batch with one indexing op per column.
+            yield from shard[: shard_size - shard_size % batch_size].split(batch_size)
             data_pass += 1
 
 
@@ -100,7 +100,7 @@ class TensorDataModule(pl.LightningDataModule):
 
     def full_batch(self) -> Batch:
         """Every row at once, in order: for warm-up, closed-form evidence and summaries."""
-        return self.table.__getitems__(range(self.num_rows))
+        return self.table.__getitems__(torch.arange(self.num_rows))
 
     def train_dataloader(self) -> DataLoader:
         shuffle = self.batch_size is not None and self.batch_size < self.num_rows

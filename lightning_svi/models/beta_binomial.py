@@ -25,7 +25,7 @@ from lightning_svi.data.table import RowCheck, TableSpec
 from lightning_svi.models.base import Batch, SVIModel
 
 
-def _log_beta(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def log_beta(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
 
 
@@ -35,7 +35,7 @@ def beta_binomial_log_evidence(
     """log p(y | α, β), summed over groups, binomial coefficients included."""
     failures = trials - successes
     log_binomial = torch.lgamma(trials + 1) - torch.lgamma(successes + 1) - torch.lgamma(failures + 1)
-    return (log_binomial + _log_beta(alpha + successes, beta + failures) - _log_beta(alpha, beta)).sum()
+    return (log_binomial + log_beta(alpha + successes, beta + failures) - log_beta(alpha, beta)).sum()
 
 
 class BetaBinomial(SVIModel):

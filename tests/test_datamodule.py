@@ -1,0 +1,46 @@
+"""Batches without end: full batch, shuffled minibatches, disjoint DDP shards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_svi.data import datamodule
+from lightning_svi.data.datamodule import EndlessBatchSampler, TensorDataModule
+
+
+def take(sampler: EndlessBatchSampler, count: int) -> list[torch.Tensor]:
+    iterator = iter(sampler)
+    return [next(iterator) for _ in range(count)]
+
+
+def test_full_batch_repeats_every_row_in_order() -> None:
+    batches = take(EndlessBatchSampler(7, None, shuffle=False), 3)
+    assert all(torch.equal(batch, torch.arange(7)) for batch in batches)
+
+
+def test_minibatches_cover_each_pass_once_then_reshuffle() -> None:
+    batches = take(EndlessBatchSampler(10, 5, shuffle=True, seed=3), 4)
+    first_pass, second_pass = torch.cat(batches[:2]), torch.cat(batches[2:])
+    assert sorted(first_pass.tolist()) == list(range(10)) == sorted(second_pass.tolist())
+    assert not torch.equal(first_pass, second_pass)
+    assert torch.equal(torch.cat(take(EndlessBatchSampler(10, 5, shuffle=True, seed=3), 2)), first_pass)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_draw_disjoint_shards_of_equal_size(monkeypatch: pytest.MonkeyPatch, world_size: int) -> None:
+    shards = []
+    for rank in range(world_size):
+        monkeypatch.setattr(datamodule, "_process_group", lambda rank=rank: (rank, world_size))
+        shards.append(take(EndlessBatchSampler(12, None, shuffle=True, seed=0), 1)[0])
+    assert len({len(shard) for shard in shards}) == 1
+    combined = torch.cat(shards).tolist()
+    assert len(set(combined)) == len(combined) == 12
+
+
+def test_batches_carry_their_row_index() -> None:
+    data = {"x": torch.arange(6.0) * 10}
+    loader = TensorDataModule(data, batch_size=2).train_dataloader()
+    batch = next(iter(loader))
+    assert torch.equal(batch["x"], batch["index"].float() * 10)
+    assert len(batch["index"]) == 2
