@@ -15,6 +15,7 @@ from lightning_svi.errors import ConfigError
 
 ESTIMATOR_NAMES = ("TraceEnum_ELBO", "Trace_ELBO", "TraceGraph_ELBO", "TraceMeanField_ELBO")
 GUIDE_KINDS = ("full", "empty", "delta", "normal", "diag_normal", "lowrank")
+COMPILE_BACKENDS = ("inductor", "fx")
 FULL_BATCH_GUIDES = ("diag_normal", "lowrank")
 OPTIMIZER_NAMES = ("Adam", "AdamW", "ClippedAdam", "SGD", "RMSprop")
 SCHEDULER_NAMES = ("none", "exponential", "cosine")
@@ -83,6 +84,7 @@ def check_config(cfg: DictConfig) -> None:
     check_trainer(cfg.trainer)
     check_data(cfg.data)
     _require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
+    _require_choice("compile.backend", cfg.compile.backend, COMPILE_BACKENDS)
     if cfg.data.get("batch_size") is not None and cfg.guide.kind in FULL_BATCH_GUIDES:
         raise ConfigError(
             f"guide={cfg.guide.kind} with data.batch_size={cfg.data.batch_size}: this guide flattens all latents "

@@ -13,7 +13,30 @@ import torch
 from pyro.poutine import Trace
 
 
-class StepTraces:
+class LogProbs:
+    """log p and log q of one step, per site (``log_p_sites``, ``log_q_sites``) and in total."""
+
+    log_p_sites: dict[str, torch.Tensor]
+    log_q_sites: dict[str, torch.Tensor]
+
+    @cached_property
+    def log_p(self) -> torch.Tensor:
+        return sum(self.log_p_sites.values(), torch.tensor(0.0))
+
+    @cached_property
+    def log_q(self) -> torch.Tensor:
+        return sum(self.log_q_sites.values(), torch.tensor(0.0))
+
+
+class ComputedLogProbs(LogProbs):
+    """Per-site sums computed elsewhere, e.g. as outputs of the compiled step's graph."""
+
+    def __init__(self, log_p_sites: dict[str, torch.Tensor], log_q_sites: dict[str, torch.Tensor]) -> None:
+        self.log_p_sites = log_p_sites
+        self.log_q_sites = log_q_sites
+
+
+class StepTraces(LogProbs):
     """The model and guide traces of one loss evaluation (one per particle, or one vectorized).
 
     ``log_p`` = Σ ``model_trace.log_prob_sum()`` and ``log_q`` = Σ ``guide_trace.log_prob_sum()``,
@@ -48,14 +71,6 @@ class StepTraces:
     def log_q_sites(self) -> dict[str, torch.Tensor]:
         """Per-site log-density sums of the guide trace."""
         return self._site_sums(1)
-
-    @cached_property
-    def log_p(self) -> torch.Tensor:
-        return sum(self.log_p_sites.values(), torch.tensor(0.0))
-
-    @cached_property
-    def log_q(self) -> torch.Tensor:
-        return sum(self.log_q_sites.values(), torch.tensor(0.0))
 
 
 class RecordsTraces:

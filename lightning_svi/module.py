@@ -10,7 +10,8 @@ import torch
 from pyro.infer import ELBO
 from pyro.nn import PyroModule
 
-from lightning_svi.estimators import StepTraces
+from lightning_svi.compiled import CompiledSVIStep, CompileError
+from lightning_svi.estimators import LogProbs
 from lightning_svi.models.base import Batch, SVIModel
 from lightning_svi.optim import build_optimizer, build_scheduler
 from lightning_svi.params import side_parameters
@@ -35,6 +36,7 @@ class SVIModule(pl.LightningModule):
         optim: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         validate_every_step: bool = False,
+        compile_backend: str | None = None,
     ) -> None:
         super().__init__()
         self.svi = estimator(model, guide)
@@ -43,8 +45,12 @@ class SVIModule(pl.LightningModule):
         self.scheduler_options = dict(scheduler or {"name": "none"})
         self._warmup_batch = warmup_batch
         self.validate_every_step = validate_every_step
+        self.compile_backend = compile_backend
+        self.compiled_step: CompiledSVIStep | None = None
+        # The compiled step computes gradients inside its graph and applies them itself.
+        self.automatic_optimization = compile_backend is None
         self.last_loss: torch.Tensor | None = None
-        self.last_traces: StepTraces | None = None
+        self.last_traces: LogProbs | None = None
 
     @property
     def model(self) -> SVIModel:
@@ -62,13 +68,34 @@ class SVIModule(pl.LightningModule):
             self.svi(batch)  # creates lazy parameters and checks the model and guide once, with Pyro's validation
         # Pyro's per-step argument and support checks cost about as much as a small model's step.
         pyro.enable_validation(self.validate_every_step)
+        if self.compile_backend is not None:
+            if self.trainer.world_size > 1:
+                raise CompileError("compile.enabled=true runs on one process; use compile.enabled=false with DDP.")
+            example = next(iter(self.trainer.datamodule.train_dataloader()))
+            example = {name: tensor.to(device) for name, tensor in example.items()}
+            self.compiled_step = CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        if self.compiled_step is not None:
+            return self._compiled_training_step(batch)
         loss = self.svi(batch)
         # Kept for the callbacks and the progress bar; no self.log here: its per-step bookkeeping
         # costs more than a small model's whole step.
         self.last_loss = loss.detach()
         self.last_traces = self.estimator.last_traces
+        return loss
+
+    def _compiled_training_step(self, batch: Batch) -> torch.Tensor:
+        loss, gradients, log_probs = self.compiled_step(batch)
+        self.last_loss, self.last_traces = loss, log_probs
+        for parameter, gradient in zip(self.compiled_step.parameters, gradients, strict=True):
+            parameter.grad = gradient
+        optimizer = self.optimizers()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
         return loss
 
     def configure_optimizers(self) -> Any:

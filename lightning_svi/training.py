@@ -54,6 +54,7 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> SVIModule:
         optim=optim,
         scheduler=scheduler,
         validate_every_step=cfg.validate_every_step,
+        compile_backend=cfg.compile.backend if cfg.compile.enabled else None,
     )
 
 

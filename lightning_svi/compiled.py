@@ -1,0 +1,89 @@
+"""The compiled SVI step: Pyro's own ELBO and its gradient, traced once into one flat graph.
+
+Pyro builds the loss through Python messengers on every step; for small and medium models that
+Python work, not the arithmetic, is the cost. ``make_fx`` runs Pyro's ELBO (and autograd's
+backward pass) once and records only the tensor operations, so later steps replay a flat graph
+of aten ops, with no Pyro code running. The random draws are operations in the graph too, so each
+replay samples afresh from torch's generator. With ``backend="inductor"`` the graph is then compiled
+into fused kernels; ``backend="fx"`` replays it as it is (no compile time).
+
+The graph is only valid while the model's structure does not depend on the values of its data or
+samples (same sites, same shapes, no value-dependent branches), and for fixed batch shapes, which
+the data module guarantees.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from unittest import mock
+
+import pyro.util
+import torch
+from pyro.infer import ELBO
+from torch import nn
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from lightning_svi.errors import UserInputError
+from lightning_svi.estimators import ComputedLogProbs
+from lightning_svi.models.base import Batch
+
+BACKENDS = ("fx", "inductor")
+
+
+class CompileError(UserInputError):
+    """The model or guide cannot be traced into a static graph."""
+
+
+@contextmanager
+def _pyro_static_tracing() -> Iterator[None]:
+    """Skip Pyro's value-dependent checks while tracing: they ask whether torch.jit is tracing
+    (``mask.all()`` in Dice) or test tensors for NaN, which a graph cannot do."""
+    with (
+        mock.patch.object(torch._C, "_get_tracing_state", lambda: True),
+        mock.patch.object(pyro.util, "torch_isnan", lambda value: False),
+        mock.patch.object(pyro.util, "torch_isinf", lambda value: False),
+    ):
+        yield
+
+
+class CompiledSVIStep:
+    """Loss, gradients of θ and φ, and per-site log p / log q of one SVI step, as one graph."""
+
+    def __init__(self, svi: nn.Module, estimator: ELBO, example_batch: Batch, backend: str = "inductor") -> None:
+        self.svi = svi
+        self.estimator = estimator
+        self.names = [name for name, parameter in svi.named_parameters() if parameter.requires_grad]
+        self.parameters = [dict(svi.named_parameters())[name] for name in self.names]
+        values = [parameter.detach() for parameter in self.parameters]
+        try:
+            with _pyro_static_tracing():
+                graph = make_fx(lambda values, batch: self._loss_gradients_and_log_probs(values, batch))(
+                    values, example_batch
+                )
+        except Exception as error:
+            raise CompileError(
+                f"compile.enabled=true: the model and guide could not be traced into a static graph "
+                f"({type(error).__name__}: {str(error).splitlines()[0]}). This happens when a model branches on "
+                "the values of its data or samples, or changes its sites from step to step. "
+                "Train it with compile.enabled=false."
+            ) from None
+        self.graph = torch.compile(graph, dynamic=False) if backend == "inductor" else graph
+        started = time.perf_counter()
+        self(example_batch)  # compiles now, so that training steps are timed without it
+        self.compile_seconds = time.perf_counter() - started
+
+    def _loss_gradients_and_log_probs(self, values: list[torch.Tensor], batch: Batch) -> tuple[Any, ...]:
+        inputs = [value.requires_grad_() for value in values]
+        loss = torch.func.functional_call(self.svi, dict(zip(self.names, inputs, strict=True)), (batch,))
+        gradients = torch.autograd.grad(loss, inputs, allow_unused=True)
+        gradients = [torch.zeros_like(value) if g is None else g for value, g in zip(inputs, gradients, strict=True)]
+        traces = self.estimator.last_traces
+        return loss.detach(), gradients, traces.log_p_sites, traces.log_q_sites
+
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor], ComputedLogProbs]:
+        """One step on ``batch`` at the parameters' current values (gradients are not applied)."""
+        loss, gradients, log_p_sites, log_q_sites = self.graph([p.detach() for p in self.parameters], batch)
+        return loss, gradients, ComputedLogProbs(log_p_sites, log_q_sites)
