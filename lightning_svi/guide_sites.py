@@ -48,7 +48,9 @@ def sites_shaped_by(guide: PyroModule, batch: Batch) -> dict[str, tuple[str, ...
             outputs = [output for output in outputs if output.requires_grad]
             if not outputs:
                 continue
-            gradients = torch.autograd.grad(sum(outputs), list(trainable.values()), allow_unused=True)
+            gradients = torch.autograd.grad(
+                sum(outputs), list(trainable.values()), allow_unused=True, retain_graph=True
+            )
             for name, gradient in zip(trainable, gradients, strict=True):
                 if gradient is not None:
                     shaped[name].append(site_name)

@@ -17,6 +17,7 @@ from lightning_svi.params import constrained_values, side_parameters
 # {category: {chart title: ["Multiline", [tag regexes]] or ["Margin", [value, lower, upper]]}}, as
 # torch's SummaryWriter.add_custom_scalars takes it; categories and charts keep their order.
 Layout = dict[str, dict[str, list]]
+SYMBOLS = {"theta": "θ", "phi": "φ"}
 
 
 def exactly(*tags: str) -> list[str]:
@@ -55,7 +56,7 @@ def scalar_layout(
             for site, values in phi_by_site.items()
         }
     if gradient_sides:
-        title = " and ".join(f"‖∇{side}‖" for side in gradient_sides)
+        title = " and ".join(f"‖∇{SYMBOLS[side]}‖" for side in gradient_sides)
         layout["Gradient norms"] = {title: ["Multiline", exactly(*(f"grad_norm/{side}" for side in gradient_sides))]}
     return layout
 
