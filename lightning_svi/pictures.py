@@ -44,10 +44,14 @@ def plate_nesting(*traced: Trace) -> int:
     )  # fmt: skip
 
 
-def latent_samples(model: PyroModule, guide: PyroModule, data: Batch, num_samples: int) -> dict[str, torch.Tensor]:
+def latent_samples(
+    model: PyroModule, guide: PyroModule, data: Batch, num_samples: int, nesting: int | None = None
+) -> dict[str, torch.Tensor]:
     """``num_samples`` joint draws of q over every latent site (see ``traces``), each shaped
-    ``(num_samples, elements)``, drawn in one vectorized pass."""
-    nesting = plate_nesting(*traces(model, guide, data))
+    ``(num_samples, elements)``, drawn in one pass vectorized over a plate left of the model's
+    ``nesting`` plate dimensions (found from one draw when not given)."""
+    if nesting is None:
+        nesting = plate_nesting(*traces(model, guide, data))
     with pyro.plate("picture_samples", num_samples, dim=-nesting - 1):
         model_trace = traces(model, guide, data)[1]
     return {
@@ -55,13 +59,6 @@ def latent_samples(model: PyroModule, guide: PyroModule, data: Batch, num_sample
         for name, site in model_trace.nodes.items()
         if is_latent_site(site)
     }
-
-
-def guide_distributions(guide: PyroModule, data: Batch) -> dict[str, dist.Distribution]:
-    """The distribution the guide draws each site from, for one draw (not batched by samples)."""
-    with torch.no_grad():
-        trace = poutine.trace(guide).get_trace(data)
-    return {name: site["fn"] for name, site in trace.nodes.items() if site["type"] == "sample"}
 
 
 def element_densities(distribution: dist.Distribution | None, grid: torch.Tensor) -> torch.Tensor | None:
@@ -100,11 +97,13 @@ def marginals_figure(
     of q's samples, q's density where it has one, and the exact posterior where ``model`` knows it."""
     from matplotlib.figure import Figure
 
-    samples = latent_samples(model, guide, data, num_samples)
+    guide_trace, model_trace = traces(model, guide, data)
+    samples = latent_samples(model, guide, data, num_samples, plate_nesting(guide_trace, model_trace))
     if not samples:
         return None
     sites = list(samples)[:max_sites]
-    q_distributions = guide_distributions(guide, data)
+    # The distribution the guide draws each site from, for one draw (not batched by samples).
+    q_distributions = {name: site["fn"] for name, site in guide_trace.nodes.items() if site["type"] == "sample"}
     exact = model.exact_posterior(data) or {}
     columns = max(len(picked_elements(samples[site].shape[1], elements_per_site)) for site in sites)
     figure = Figure(figsize=(3.2 * columns, 0.5 + 2.4 * len(sites)))
@@ -124,8 +123,8 @@ def marginals_figure(
             element = elements[column]
             x = grid[:, element].cpu().numpy()
             q_values = q_samples[:, element].cpu().numpy()
-            ax.hist(q_values, bins=40, range=(x[0], x[-1]), density=True, histtype="stepfilled", color="C0", alpha=0.35,
-                    label="q samples")  # fmt: skip
+            style = {"histtype": "stepfilled", "color": "C0", "alpha": 0.35}
+            ax.hist(q_values, bins=40, range=(x[0], x[-1]), density=True, label="q samples", **style)
             if q_density is not None:
                 ax.plot(x, q_density[:, element].cpu().numpy(), color="C0", label="q density")
             if exact_density is not None:
