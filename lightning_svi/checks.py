@@ -85,6 +85,7 @@ def check_config(cfg: DictConfig) -> None:
     check_data(cfg.data)
     _require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
     _require_choice("compile.backend", cfg.compile.backend, COMPILE_BACKENDS)
+    _require_int("tensorboard.image_every_n_steps", cfg.tensorboard.image_every_n_steps, 1, optional=True)
     if cfg.data.get("batch_size") is not None and cfg.guide.kind in FULL_BATCH_GUIDES:
         raise ConfigError(
             f"guide={cfg.guide.kind} with data.batch_size={cfg.data.batch_size}: this guide flattens all latents "

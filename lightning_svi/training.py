@@ -17,12 +17,16 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from lightning_svi.callbacks import (
     EvidenceLogger,
     GradientNormLogger,
+    HParamsLogger,
     NonFiniteGuard,
     ParameterLogger,
+    PosteriorPictureLogger,
     RunSummary,
+    ScalarLayoutWriter,
     StepProgressBar,
     TraceLogger,
 )
+from lightning_svi.callbacks.hparams import run_hparams
 from lightning_svi.data.datamodule import TensorDataModule, load_data
 from lightning_svi.estimators import build_estimator
 from lightning_svi.guides import build_guide
@@ -60,6 +64,8 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> SVIModule:
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: dict) -> list[pl.Callback]:
     names = {"model": model_name, "guide": cfg.guide.kind, "elbo": cfg.elbo.name, "seed": cfg.seed}
+    run_summary = RunSummary(run_dir / "summary.json", names, full_data)
+    num_rows = len(full_data["index"])
     return [
         StepProgressBar(refresh_rate=cfg.progress_bar_refresh_rate),
         TraceLogger(),
@@ -67,7 +73,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: 
         GradientNormLogger(),
         EvidenceLogger(full_data),
         NonFiniteGuard(),
-        RunSummary(run_dir / "summary.json", names, full_data),
+        run_summary,
+        HParamsLogger(run_hparams(cfg, model_name, num_rows), run_summary),
+        ScalarLayoutWriter(full_data),
+        PosteriorPictureLogger(full_data, cfg.tensorboard.image_every_n_steps),
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             save_last=True,

@@ -1,10 +1,20 @@
-"""When to log, and how to write scalars and histograms from rank 0."""
+"""When to log, and how to write scalars, histograms and pictures from rank 0."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from torch.utils.tensorboard import SummaryWriter
+
+MAX_ELEMENT_SCALARS = 16
 
 
 def is_logging_step(trainer: pl.Trainer, step: int | None = None) -> bool:
@@ -25,18 +35,54 @@ def log_scalars(trainer: pl.Trainer, metrics: dict[str, torch.Tensor | float], s
         logger.log_metrics(values, step=step)
 
 
-def log_tensor(
-    trainer: pl.Trainer, tag: str, value: torch.Tensor, step: int, max_elements: int = 16
-) -> dict[str, float]:
-    """A histogram of a tensor-valued quantity (TensorBoard only); returns the scalars to log for it:
-    the value itself if it is a scalar, one per element if it has at most ``max_elements``."""
+def tensorboard_writers(trainer: pl.Trainer) -> list[SummaryWriter]:
+    """The TensorBoard writers of the run, on rank 0 only (empty elsewhere)."""
+    if not trainer.is_global_zero:
+        return []
+    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+
+
+def tensor_scalars(tag: str, value: torch.Tensor, max_elements: int = MAX_ELEMENT_SCALARS) -> dict[str, float]:
+    """The scalars that stand for a tensor: itself if it is a scalar, one per element if it has at
+    most ``max_elements``, else its ``min``, ``median`` and ``max`` (so a chart can still follow it)."""
     if value.numel() == 1:
         return {tag: float(value)}
-    if trainer.is_global_zero:
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_histogram(tag, value.detach().float().cpu(), global_step=step)
-    if value.numel() > max_elements:
-        return {}
-    flat = value.detach().flatten().cpu().tolist()
-    return {f"{tag}/{position}": element for position, element in enumerate(flat)}
+    flat = value.detach().flatten().float().cpu()
+    if flat.numel() > max_elements:
+        return {f"{tag}/min": float(flat.min()), f"{tag}/median": float(flat.median()), f"{tag}/max": float(flat.max())}
+    return {f"{tag}/{position}": element for position, element in enumerate(flat.tolist())}
+
+
+def log_tensor(
+    trainer: pl.Trainer, tag: str, value: torch.Tensor, step: int, max_elements: int = MAX_ELEMENT_SCALARS
+) -> dict[str, float]:
+    """A histogram of a tensor-valued quantity (TensorBoard only); returns the scalars to log for it
+    (``tensor_scalars``)."""
+    if value.numel() > 1:
+        for writer in tensorboard_writers(trainer):
+            writer.add_histogram(tag, value.detach().float().cpu(), global_step=step)
+    return tensor_scalars(tag, value, max_elements)
+
+
+def log_figure(trainer: pl.Trainer, tag: str, figure: Figure, step: int) -> None:
+    """Render a matplotlib figure off screen (Agg, no pyplot state) into TensorBoard's images, from rank 0."""
+    import numpy
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    writers = tensorboard_writers(trainer)
+    if not writers:
+        return
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    image = numpy.asarray(canvas.buffer_rgba())[..., :3]
+    for writer in writers:
+        writer.add_image(tag, image, global_step=step, dataformats="HWC")
+
+
+@contextmanager
+def untouched_rng(device: torch.device) -> Iterator[None]:
+    """Sampling done for logging leaves the seeded random stream as it was, so a run draws the same
+    training samples whether or not (and how often) it draws pictures."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield

@@ -57,6 +57,7 @@ class RunSummary(pl.Callback):
         self.first_step_at: float | None = None
         self.last_step_at: float | None = None
         self.steps_timed = 0
+        self.summary: dict[str, Any] | None = None  # what was last written, for other callbacks to read
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -118,3 +119,4 @@ class RunSummary(pl.Callback):
         if error is not None:
             summary["error"] = error
         write_json_atomically(self.path, summary)
+        self.summary = summary

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import pyro
 import torch
 from pyro.nn import PyroModule
 
 from lightning_svi.data.table import TableSpec
+
+if TYPE_CHECKING:
+    import pyro.distributions as dist
+    from matplotlib.figure import Figure
 
 Batch = dict[str, torch.Tensor]
 
@@ -50,3 +54,20 @@ class SVIModel(PyroModule):
     def log_evidence(self, data: Batch) -> torch.Tensor | None:
         """log p_θ(x) of the full data set in closed form, or None where none exists."""
         return None
+
+    def exact_posterior(self, data: Batch) -> dict[str, dist.Distribution] | None:
+        """The exact posterior p_θ(z | x) of each latent site under the current θ, where known in
+        closed form (batch shape = the site's shape); None otherwise. Pictures draw it beside the guide."""
+        return None
+
+    def posterior_figure(self, guide: PyroModule, data: Batch) -> Figure | None:
+        """A picture of what ``guide`` believes about the latents of ``data``, for TensorBoard.
+
+        The default draws a few elements of each latent site: the guide's samples and density beside
+        ``exact_posterior`` where known. A model whose latents want another picture (a mixture: the
+        data coloured by assignment, with the component locations) overrides this; one whose
+        latents are too many to draw returns None.
+        """
+        from lightning_svi.pictures import marginals_figure
+
+        return marginals_figure(self, guide, data)

@@ -1,0 +1,78 @@
+"""Take the README's screenshot of TensorBoard: the custom-scalars page of the default run.
+
+    python scripts/screenshot_tensorboard.py               # trains the default run first (~1 min)
+    python scripts/screenshot_tensorboard.py RUN_DIR       # a finished run folder instead
+    python scripts/screenshot_tensorboard.py --out docs/tensorboard.png --size 1400,1900
+
+Needs Debian's ``chromium`` (``apt-get install -y chromium``); not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from lightning_svi.tensorboard_server import tensorboard_server
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
+
+
+def train_default_run(run_dir: Path) -> None:
+    """``python train.py`` with the default config, into ``run_dir``."""
+    command = [sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run_dir}", "progress_bar_refresh_rate=0"]
+    subprocess.run(command, check=True, cwd=REPO)
+
+
+def screenshot(url: str, out: Path, size: str, wait_ms: int) -> None:
+    """Load ``url`` in headless Chromium, let it run ``wait_ms`` of virtual time, save a PNG."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("chromium is not installed: apt-get install -y chromium")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        command = [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--window-size={size}",
+            f"--virtual-time-budget={wait_ms}",
+            f"--screenshot={out.resolve()}",
+            url,
+        ]
+        subprocess.run(command, check=True, timeout=180, capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", nargs="?", type=Path, help="a finished run folder (default: train one)")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "tensorboard.png")
+    parser.add_argument("--size", default="1400,1900", help="window width,height in pixels")
+    parser.add_argument("--wait-ms", type=int, default=20000, help="virtual time for the page to draw its charts")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = args.run_dir
+        if run_dir is None:
+            run_dir = Path(scratch) / "beta_binomial-full"
+            train_default_run(run_dir)
+        with tensorboard_server(run_dir) as url:
+            screenshot(f"{url}/#custom_scalars", args.out, args.size, args.wait_ms)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
