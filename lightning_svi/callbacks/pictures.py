@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_svi.callbacks.logging import log_figure, untouched_rng
 from lightning_svi.models.base import Batch
@@ -39,7 +40,14 @@ class PosteriorPictureLogger(pl.Callback):
         if not trainer.is_global_zero:
             return
         data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
-        with untouched_rng(pl_module.device):
-            figure = pl_module.model.posterior_figure(pl_module.guide, data)
+        try:
+            with untouched_rng(pl_module.device):
+                figure = pl_module.model.posterior_figure(pl_module.guide, data)
+        except Exception as error:  # a picture must never end a training run
+            # The default picture draws samples vectorized over a plate; a model that cannot be
+            # vectorized gets no picture (it can override posterior_figure) and keeps training.
+            rank_zero_warn(f"posterior pictures turned off: {type(error).__name__}: {str(error).splitlines()[0]}")
+            self.every_n_steps = None
+            return
         if figure is not None:
             log_figure(trainer, PICTURE_TAG, figure, trainer.global_step)
