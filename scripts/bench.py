@@ -88,13 +88,13 @@ def plain_pyro_rate(setting: Setting, steps: int, warmup: int = 20) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def lightning_svi_rate(setting: Setting, steps: int, log_every: int) -> float:
+def lightning_svi_rate(setting: Setting, steps: int, log_every: int, *extra: str) -> float:
     from lightning_svi.training import train
 
     overrides = [
         f"model={setting.model}", *setting.overrides, f"elbo.num_particles={setting.num_particles}",
         f"trainer.max_steps={steps}", f"trainer.log_every_n_steps={log_every}", "progress_bar_refresh_rate=0",
-        f"checkpoint.every_n_steps={steps}",
+        f"checkpoint.every_n_steps={steps}", *extra,
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
@@ -107,6 +107,9 @@ MODES: dict[str, Callable[[Setting, int], float]] = {
     "plain Pyro SVI.step": plain_pyro_rate,
     "lightning-svi (log every 10)": lambda setting, steps: lightning_svi_rate(setting, steps, 10),
     "lightning-svi (log every step)": lambda setting, steps: lightning_svi_rate(setting, steps, 1),
+    "compiled, inductor (log every 10)": lambda setting, steps: lightning_svi_rate(
+        setting, steps, 10, "compile.enabled=true", "compile.backend=inductor"
+    ),
 }
 
 
