@@ -7,6 +7,7 @@ user a second, not a stack trace from deep inside Pyro or Lightning.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -74,6 +75,15 @@ def check_data(data: DictConfig) -> None:
         raise ConfigError(f"data.path={path!r}: must be a path to a CSV file, or null for the synthetic data.")
 
 
+def check_checkpoint_path(path: Any) -> None:
+    if path is None:
+        return
+    if not isinstance(path, str) or not Path(path).is_file():
+        raise ConfigError(
+            f"ckpt_path={path!r}: no such checkpoint file; pass a checkpoints/last.ckpt of an earlier run, or null."
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value in ``cfg`` that training could not use."""
     _require_int("seed", cfg.seed, 0)
@@ -83,6 +93,7 @@ def check_config(cfg: DictConfig) -> None:
     check_trainer(cfg.trainer)
     check_data(cfg.data)
     _require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
+    check_checkpoint_path(cfg.get("ckpt_path"))
     if cfg.data.get("batch_size") is not None and cfg.guide.kind in FULL_BATCH_GUIDES:
         raise ConfigError(
             f"guide={cfg.guide.kind} with data.batch_size={cfg.data.batch_size}: this guide flattens all latents "

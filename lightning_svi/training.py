@@ -15,14 +15,17 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_svi.callbacks import (
+    CheckpointOnPreemption,
     EvidenceLogger,
     GradientNormLogger,
     NonFiniteGuard,
     ParameterLogger,
+    RngStateCheckpoint,
     RunSummary,
     StepProgressBar,
     TraceLogger,
 )
+from lightning_svi.checkpoint_io import AtomicCheckpointIO
 from lightning_svi.data.datamodule import TensorDataModule, load_data
 from lightning_svi.estimators import build_estimator
 from lightning_svi.guides import build_guide
@@ -58,6 +61,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: 
         EvidenceLogger(full_data),
         NonFiniteGuard(),
         RunSummary(run_dir / "summary.json", names, full_data),
+        RngStateCheckpoint(),
+        CheckpointOnPreemption(run_dir / "checkpoints" / "last.ckpt"),
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             save_last=True,
@@ -82,6 +87,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     full_data = datamodule.full_batch()
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     callbacks = build_callbacks(cfg, run_dir, model_class.name, full_data)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()]
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     return json.loads((run_dir / "summary.json").read_text())
