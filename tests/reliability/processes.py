@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -26,11 +27,11 @@ def checkpoint_step(path: Path) -> int | None:
 @contextmanager
 def train_py_process(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     """``python train.py ARGS`` in its own process group; whatever is left of the group is killed on exit."""
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), *QUIET, *args],
         cwd=cwd,
-        env=environment,
+        env={**environment, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -41,10 +42,8 @@ def train_py_process(*args: str, cwd: Path, env: dict[str, str] | None = None) -
     finally:
         if process.poll() is None:
             process.kill()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # children (DDP ranks) share the group
-        except ProcessLookupError:
-            pass
         process.communicate(timeout=30)
 
 

@@ -13,7 +13,12 @@ from tests.reliability.processes import checkpoint_step, train_py_process, wait_
 
 MAX_STEPS = 240
 # Minibatches, so that the data order (a reshuffle every pass) matters as much as the Monte Carlo draws.
-RUN = (f"trainer.max_steps={MAX_STEPS}", "data.batch_size=16", "checkpoint.every_n_steps=40", "trainer.log_every_n_steps=5")
+RUN = (
+    f"trainer.max_steps={MAX_STEPS}",
+    "data.batch_size=16",
+    "checkpoint.every_n_steps=40",
+    "trainer.log_every_n_steps=5",
+)
 STOP_AFTER = 100  # interrupt once a checkpoint at this step or later exists
 
 pytestmark = pytest.mark.slow
@@ -34,11 +39,10 @@ def _assert_same_final_state(expected_dir: Path, actual_dir: Path) -> None:
     assert expected["state_dict"].keys() == actual["state_dict"].keys()
     for name, tensor in expected["state_dict"].items():
         assert torch.equal(tensor, actual["state_dict"][name]), name
-    for group, (expected_state, actual_state) in enumerate(
-        zip(expected["optimizer_states"][0]["state"].values(), actual["optimizer_states"][0]["state"].values())
-    ):
-        for key, tensor in expected_state.items():
-            assert torch.equal(tensor, actual_state[key]), (group, key)
+    actual_optimizer = actual["optimizer_states"][0]["state"]
+    for index, state in expected["optimizer_states"][0]["state"].items():
+        for key, tensor in state.items():
+            assert torch.equal(tensor, actual_optimizer[index][key]), (index, key)
     expected_summary, actual_summary = read_summary(expected_dir), read_summary(actual_dir)
     assert actual_summary["status"] == "completed"
     assert actual_summary["theta"] == expected_summary["theta"]
