@@ -24,7 +24,8 @@ def test_absurd_learning_rate_exits_3_naming_step_and_parameter_and_keeps_last_f
     )
     assert result.returncode == 3, result.stderr[-3000:]
     assert "Traceback" not in result.stderr + result.stdout
-    match = re.search(r"lightning-svi: error: training diverged at step (\d+): (theta|phi) parameter '(\w+)'", result.stderr)
+    pattern = r"lightning-svi: error: training diverged at step (\d+): (theta|phi) parameter '(\w+)' is not finite"
+    match = re.search(pattern, result.stderr)
     assert match, result.stderr[-3000:]
     step = int(match.group(1))
     assert step > 1 and "a smaller optim.lr usually helps" in result.stderr
