@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             return torch.load(path, map_location=map_location or "cpu", weights_only=True)
         except pickle.UnpicklingError as error:
-            first_line = str(error).strip().splitlines()[0]
+            reason = _unpickler_reason(error)
+            if reason.startswith("Unsupported global"):
+                raise CheckpointError(
+                    f"ckpt_path={path}: refused; it holds objects other than tensors, numbers and plain containers, "
+                    f"and loading those could run code ({reason}). Resume only from checkpoints lightning-svi wrote."
+                ) from None
             raise CheckpointError(
-                f"ckpt_path={path}: refused; it holds objects other than tensors, numbers and plain containers, "
-                f"and loading those could run code ({first_line}). Resume only from checkpoints lightning-svi wrote."
+                f"ckpt_path={path}: not a readable checkpoint ({reason}). Pass a checkpoints/last.ckpt written by "
+                "lightning-svi."
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -60,6 +66,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"ckpt_path={path}: not a readable checkpoint ({first_line}). "
                 "Pass a checkpoints/last.ckpt written by lightning-svi."
             ) from None
+
+
+def _unpickler_reason(error: pickle.UnpicklingError) -> str:
+    """The one line of torch's long ``weights_only`` message that says what was wrong."""
+    match = re.search(r"WeightsUnpickler error:\s*([^\n]+?)(?:\. |\n|$)", str(error))
+    return match.group(1).strip() if match else str(error).strip().splitlines()[0]
 
 
 def _fsync_folder(folder: Path) -> None:
