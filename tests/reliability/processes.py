@@ -58,3 +58,15 @@ def wait_for_checkpoint(process: subprocess.Popen, path: Path, min_step: int, ti
             raise AssertionError(f"train.py ended (status {process.returncode}) before step {min_step}")
         time.sleep(0.05)
     raise AssertionError(f"no checkpoint at step >= {min_step} after {timeout} s")
+
+
+def process_group_is_gone(group: int, timeout: float = 10) -> bool:
+    """Whether every process of ``group`` has exited (and been reaped) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
