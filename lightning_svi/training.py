@@ -30,6 +30,7 @@ from lightning_svi.data.datamodule import TensorDataModule, load_data
 from lightning_svi.estimators import build_estimator
 from lightning_svi.guides import build_guide
 from lightning_svi.module import SVIModule
+from lightning_svi.resume import checkpoint_to_resume
 
 
 def reset_global_state(seed: int) -> None:
@@ -90,5 +91,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()]
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, run_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return json.loads((run_dir / "summary.json").read_text())

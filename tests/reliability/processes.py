@@ -50,14 +50,15 @@ def train_py_process(*args: str, cwd: Path, env: dict[str, str] | None = None) -
 def wait_for_checkpoint(process: subprocess.Popen, path: Path, min_step: int, timeout: float = 120) -> int:
     """Poll until the checkpoint at ``path`` has reached ``min_step``; fail if the process ends first."""
     deadline = time.monotonic() + timeout
+    step = None
     while time.monotonic() < deadline:
         step = checkpoint_step(path)
         if step is not None and step >= min_step:
             return step
         if process.poll() is not None:
-            raise AssertionError(f"train.py ended (status {process.returncode}) before step {min_step}")
+            raise AssertionError(f"train.py ended (status {process.returncode}) before {path.name} reached {min_step}")
         time.sleep(0.05)
-    raise AssertionError(f"no checkpoint at step >= {min_step} after {timeout} s")
+    raise AssertionError(f"{path.name} at step {step}, not yet {min_step}, after {timeout} s")
 
 
 def process_group_is_gone(group: int, timeout: float = 10) -> bool:

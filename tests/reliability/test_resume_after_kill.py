@@ -1,8 +1,11 @@
-"""SIGKILL and SIGTERM in the middle of training: the resumed run ends bit-identical to an uninterrupted one."""
+"""SIGKILL, SIGTERM and a SLURM requeue in the middle of training: the resumed run ends bit-identical to an
+uninterrupted one."""
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -11,15 +14,15 @@ import torch
 from tests.conftest import read_scalars, read_summary, run_train_py
 from tests.reliability.processes import checkpoint_step, train_py_process, wait_for_checkpoint
 
-MAX_STEPS = 240
+MAX_STEPS = 300
 # Minibatches, so that the data order (a reshuffle every pass) matters as much as the Monte Carlo draws.
 RUN = (
     f"trainer.max_steps={MAX_STEPS}",
     "data.batch_size=16",
-    "checkpoint.every_n_steps=40",
+    "checkpoint.every_n_steps=20",
     "trainer.log_every_n_steps=5",
 )
-STOP_AFTER = 100  # interrupt once a checkpoint at this step or later exists
+STOP_AFTER = 60  # interrupt once a checkpoint at this step or later exists
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +90,48 @@ def test_resume_after_signal_mid_training_is_bit_identical(
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_final_state(uninterrupted, resumed_dir)
     _assert_same_loss_curve(uninterrupted, interrupted_dir, resumed_dir, resumed_from)
+
+
+def _fake_slurm_job(tmp_path: Path, restart_count: int) -> dict[str, str]:
+    """The environment of a one-task SLURM job whose ``scontrol`` only records how it was called."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.calls"}\n')
+    scontrol.chmod(0o755)
+    return {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "svi",
+        "SLURM_NTASKS": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_RESTART_COUNT": str(restart_count),
+    }
+
+
+def test_slurm_requeue_signal_then_sigterm_requeues_and_the_requeued_job_resumes_bit_identical(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "slurm-4242"  # a requeued job re-runs the same command: the run folder must be fixed
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    with train_py_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=_fake_slurm_job(tmp_path, 0)) as job:
+        wait_for_checkpoint(job, checkpoint, STOP_AFTER)
+        job.send_signal(signal.SIGUSR1)  # what `#SBATCH --signal=SIGUSR1@90` sends before the time limit
+        time.sleep(0.05)  # SLURM's SIGTERM follows (in a real job, up to 90 s later)
+        job.send_signal(signal.SIGTERM)
+        output, _ = job.communicate(timeout=60)
+    assert job.returncode == 0, output[-3000:]
+    assert (tmp_path / "scontrol.calls").read_text() == "requeue 4242\n"
+    assert read_summary(run_dir)["status"] == "preempted"
+    stopped_at = checkpoint_step(checkpoint)
+    assert checkpoint_step(run_dir / "hpc_ckpt_1.ckpt") <= stopped_at < MAX_STEPS
+
+    # The requeued job: same command, no ckpt_path; it picks the newest checkpoint of its run folder.
+    with train_py_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=_fake_slurm_job(tmp_path, 1)) as job:
+        output, _ = job.communicate(timeout=300)
+    assert job.returncode == 0, output[-3000:]
+    assert f"Restoring states from the checkpoint path at {checkpoint}" in output
+    _assert_same_final_state(uninterrupted, run_dir)
