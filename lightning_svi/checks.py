@@ -7,6 +7,8 @@ user a second, not a stack trace from deep inside Pyro or Lightning.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -49,7 +51,13 @@ def check_optim(optim: DictConfig) -> None:
     _require_positive("optim.lr", optim.lr)
     _require_positive("optim.theta_lr", optim.get("theta_lr"), optional=True)
     _require_positive("optim.phi_lr", optim.get("phi_lr"), optional=True)
-    scheduler = optim.get("scheduler") or {"name": "none"}
+    scheduler = optim.get("scheduler")
+    if scheduler is None:
+        return
+    if not isinstance(scheduler, Mapping):
+        raise ConfigError(
+            f"optim.scheduler={scheduler!r}: must be null or a mapping such as {{name: exponential, gamma: 0.1}}."
+        )
     _require_choice("optim.scheduler.name", scheduler.get("name", "none"), SCHEDULER_NAMES)
     if scheduler.get("name", "none") == "exponential":
         gamma = scheduler.get("gamma")
@@ -61,6 +69,9 @@ def check_elbo(elbo: DictConfig) -> None:
     _require_choice("elbo.name", elbo.name, ESTIMATOR_NAMES)
     _require_int("elbo.num_particles", elbo.num_particles, 1)
     _require_int("elbo.max_plate_nesting", elbo.get("max_plate_nesting"), 0, optional=True)
+    vectorize = elbo.get("vectorize_particles", False)
+    if not isinstance(vectorize, bool):
+        raise ConfigError(f"elbo.vectorize_particles={vectorize!r}: must be true or false.")
 
 
 def check_trainer(trainer: DictConfig) -> None:
@@ -70,9 +81,20 @@ def check_trainer(trainer: DictConfig) -> None:
 
 def check_data(data: DictConfig) -> None:
     _require_int("data.batch_size", data.get("batch_size"), 1, optional=True)
+    _require_int("data.seed", data.get("seed", 0), 0)
+    _require_int("data.num_workers", data.get("num_workers", 0), 0)
     path = data.get("path")
     if path is not None and not isinstance(path, str):
         raise ConfigError(f"data.path={path!r}: must be a path to a CSV file, or null for the synthetic data.")
+
+
+def check_checkpoint_path(path: Any) -> None:
+    if path is None:
+        return
+    if not isinstance(path, str) or not Path(path).is_file():
+        raise ConfigError(
+            f"ckpt_path={path!r}: no such checkpoint file; pass a checkpoints/last.ckpt of an earlier run, or null."
+        )
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -86,6 +108,8 @@ def check_config(cfg: DictConfig) -> None:
     _require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
     _require_choice("compile.backend", cfg.compile.backend, COMPILE_BACKENDS)
     _require_int("tensorboard.image_every_n_steps", cfg.tensorboard.image_every_n_steps, 1, optional=True)
+    _require_int("progress_bar_refresh_rate", cfg.get("progress_bar_refresh_rate", 10), 0)
+    check_checkpoint_path(cfg.get("ckpt_path"))
     if cfg.data.get("batch_size") is not None and cfg.guide.kind in FULL_BATCH_GUIDES:
         raise ConfigError(
             f"guide={cfg.guide.kind} with data.batch_size={cfg.data.batch_size}: this guide flattens all latents "

@@ -28,13 +28,20 @@ def run(cfg: DictConfig) -> float | None:
     except UserInputError as error:
         _fail(str(error), EXIT_BAD_INPUT)
     # Heavy imports (torch, Pyro, Lightning) only once the config is known to be sound.
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     from lightning_svi.callbacks import TrainingDiverged
     from lightning_svi.training import train
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        summary = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+        summary = train(cfg, run_dir)
     except UserInputError as error:
         _fail(str(error), EXIT_BAD_INPUT)
     except TrainingDiverged as error:
         _fail(f"training diverged at {error}", EXIT_DIVERGED)
+    except SIGTERMException:
+        checkpoint = run_dir / "checkpoints" / "last.ckpt"
+        print(f"lightning-svi: pre-empted (SIGTERM); resume with ckpt_path={checkpoint}", file=sys.stderr)
+        sys.exit(0)
     return summary["final"]["elbo"]

@@ -10,6 +10,7 @@ import torch
 from pyro.infer import ELBO
 from pyro.nn import PyroModule
 
+from lightning_svi.checkpoint_identity import IDENTITY_KEY, check_identity, checkpoint_identity
 from lightning_svi.compiled import CompiledSVIStep, CompileError
 from lightning_svi.estimators import LogProbs
 from lightning_svi.models.base import Batch, SVIModel
@@ -97,6 +98,14 @@ class SVIModule(pl.LightningModule):
         if scheduler is not None:
             scheduler.step()
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[IDENTITY_KEY] = checkpoint_identity(self.model, self.guide, checkpoint["state_dict"])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs before Lightning loads the state: a mismatch is reported here, not as a size-mismatch traceback.
+        current = checkpoint_identity(self.model, self.guide, self.state_dict())
+        check_identity(checkpoint.get(IDENTITY_KEY), current, self.trainer.ckpt_path)
 
     def configure_optimizers(self) -> Any:
         theta, phi = side_parameters(self.model, self.guide)

@@ -15,22 +15,26 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_svi.callbacks import (
+    CheckpointOnPreemption,
     EvidenceLogger,
     GradientNormLogger,
     HParamsLogger,
     NonFiniteGuard,
     ParameterLogger,
     PosteriorPictureLogger,
+    RngStateCheckpoint,
     RunSummary,
     ScalarLayoutWriter,
     StepProgressBar,
     TraceLogger,
 )
 from lightning_svi.callbacks.hparams import run_hparams
+from lightning_svi.checkpoint_io import AtomicCheckpointIO
 from lightning_svi.data.datamodule import TensorDataModule, load_data
 from lightning_svi.estimators import build_estimator
 from lightning_svi.guides import build_guide
 from lightning_svi.module import SVIModule
+from lightning_svi.resume import checkpoint_to_resume
 
 
 def reset_global_state(seed: int) -> None:
@@ -77,6 +81,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: 
         HParamsLogger(run_hparams(cfg, model_name, num_rows), run_summary),
         ScalarLayoutWriter(full_data),
         PosteriorPictureLogger(full_data, cfg.tensorboard.image_every_n_steps),
+        RngStateCheckpoint(),
+        CheckpointOnPreemption(run_dir / "checkpoints" / "last.ckpt"),
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             save_last=True,
@@ -102,6 +108,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     logger.experiment  # noqa: B018 - opens the event writer (and imports tensorboard) before the timed loop
     callbacks = build_callbacks(cfg, run_dir, model_class.name, full_data)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()]
+    )
+    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, run_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return json.loads((run_dir / "summary.json").read_text())

@@ -9,17 +9,21 @@ from lightning_svi.callbacks.layout import ScalarLayoutWriter
 from lightning_svi.callbacks.non_finite import NonFiniteGuard, TrainingDiverged
 from lightning_svi.callbacks.parameters import ParameterLogger
 from lightning_svi.callbacks.pictures import PosteriorPictureLogger
+from lightning_svi.callbacks.preemption import CheckpointOnPreemption
 from lightning_svi.callbacks.progress import StepProgressBar
+from lightning_svi.callbacks.rng_state import RngStateCheckpoint
 from lightning_svi.callbacks.summary import RunSummary
 from lightning_svi.callbacks.traces import TraceLogger
 
 __all__ = [
+    "CheckpointOnPreemption",
     "EvidenceLogger",
     "GradientNormLogger",
     "HParamsLogger",
     "NonFiniteGuard",
     "ParameterLogger",
     "PosteriorPictureLogger",
+    "RngStateCheckpoint",
     "RunSummary",
     "ScalarLayoutWriter",
     "StepProgressBar",

@@ -1,7 +1,8 @@
-"""Stop at the first non-finite loss or parameter, naming the step and the culprit."""
+"""Stop at the first non-finite loss or parameter, naming the step and the culprit; never checkpoint one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,18 +16,58 @@ class TrainingDiverged(RuntimeError):
 
 
 class NonFiniteGuard(pl.Callback):
-    """Raises ``TrainingDiverged`` after the first step whose loss, θ or φ is not finite."""
+    """Raises ``TrainingDiverged`` after the first step whose loss, θ or φ is not finite.
+
+    Lightning runs checkpoint callbacks after all others, so the guard stops a diverged step before
+    ``ModelCheckpoint`` sees it; ``on_save_checkpoint`` refuses any other write of a non-finite
+    parameter or optimizer state, which leaves the last finite ``last.ckpt`` in place.
+    """
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
         if pl_module.last_loss is not None and not torch.isfinite(pl_module.last_loss):
-            raise TrainingDiverged(f"step {step}: the loss is {float(pl_module.last_loss)}; {_hint(trainer)}")
+            raise TrainingDiverged(
+                f"step {step}: the loss is {float(pl_module.last_loss)}{_culprit_sites(pl_module)}; {_hint(trainer)}"
+            )
         for side, module in (("theta", pl_module.model), ("phi", pl_module.guide)):
             for name, value in constrained_values(module).items():
                 if not torch.isfinite(value).all():
                     raise TrainingDiverged(f"step {step}: {side} parameter {name!r} is not finite; {_hint(trainer)}")
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        named = [(f"parameter {name!r}", tensor) for name, tensor in checkpoint.get("state_dict", {}).items()]
+        named += list(_tensors(checkpoint.get("optimizer_states", []), "optimizer_states"))
+        for where, tensor in named:
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise TrainingDiverged(f"step {trainer.global_step}: {where} is not finite; no checkpoint was written")
+
+
+def _tensors(value: Any, path: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in a nest of dicts and lists, with the path of keys that leads to it."""
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _tensors(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _tensors(item, f"{path}[{index}]")
+
+
+def _culprit_sites(pl_module: pl.LightningModule) -> str:
+    """Which sample sites of the step's traces have a non-finite log-density (model p, guide q)."""
+    traces = pl_module.last_traces
+    if traces is None:
+        return ""
+    culprits = [
+        f"{side} site {name!r} ({float(value)})"
+        for side, sites in (("log p", traces.log_p_sites), ("log q", traces.log_q_sites))
+        for name, value in sites.items()
+        if not torch.isfinite(torch.as_tensor(value))
+    ]
+    return f" at {', '.join(culprits)}" if culprits else ""
 
 
 def _hint(trainer: pl.Trainer) -> str:

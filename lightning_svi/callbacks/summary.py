@@ -12,10 +12,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_svi.callbacks.evidence import log_evidence
 from lightning_svi.callbacks.logging import is_logging_step
 from lightning_svi.callbacks.non_finite import TrainingDiverged
+from lightning_svi.errors import UserInputError
 from lightning_svi.models.base import Batch
 from lightning_svi.params import constrained_values
 
@@ -81,6 +83,11 @@ class RunSummary(pl.Callback):
         self.write(trainer, pl_module, "completed" if trainer.global_step >= trainer.max_steps else "stopped")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, UserInputError):
+            return  # refused before training (e.g. a mismatched checkpoint): keep any earlier summary.json
+        if isinstance(exception, SIGTERMException):
+            self.write(trainer, pl_module, "preempted")
+            return
         if isinstance(exception, TrainingDiverged):
             status = "diverged"
         elif isinstance(exception, KeyboardInterrupt):

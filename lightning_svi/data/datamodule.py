@@ -53,21 +53,24 @@ class EndlessBatchSampler(Sampler[torch.Tensor]):
     Each pass over the data is split between DDP ranks first (rank r takes every world-size-th
     row of the pass), then into batches, so every rank sees a different shard of equal size.
     With ``shuffle`` every pass is a fresh permutation, identical on every rank (seeded by
-    ``seed`` and the pass number).
+    ``seed`` and the pass number). Batch ``b`` depends on nothing else, so a resumed run starts at
+    batch ``start`` and draws exactly what the interrupted run would have drawn next.
     """
 
-    def __init__(self, num_rows: int, batch_size: int | None, shuffle: bool, seed: int = 0) -> None:
+    def __init__(self, num_rows: int, batch_size: int | None, shuffle: bool, seed: int = 0, start: int = 0) -> None:
         self.num_rows = num_rows
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.start = start
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         rank, world_size = _process_group()
         shard_size = self.num_rows // world_size
         batch_size = min(self.batch_size or shard_size, shard_size)
         generator = torch.Generator()
-        data_pass = 0
+        batches_per_pass = shard_size // batch_size
+        data_pass, skip = divmod(self.start, batches_per_pass)
         while True:
             if self.shuffle:
                 generator.manual_seed(self.seed + data_pass)
@@ -76,15 +79,18 @@ class EndlessBatchSampler(Sampler[torch.Tensor]):
                 order = torch.arange(self.num_rows)
             shard = order[rank : shard_size * world_size : world_size]
             # Index tensors, not lists: the table gathers a batch with one indexing op per column.
-            yield from shard[: shard_size - shard_size % batch_size].split(batch_size)
+            yield from shard[skip * batch_size : batches_per_pass * batch_size].split(batch_size)
             data_pass += 1
+            skip = 0
 
 
 class TensorDataModule(pl.LightningDataModule):
     """Full-batch (``batch_size=None``) or shuffled minibatches of a ``TensorTable``, without end.
 
     Under DDP each rank draws its own shard (``EndlessBatchSampler``); set the trainer's
-    ``use_distributed_sampler=False`` so that Lightning leaves the sampler alone.
+    ``use_distributed_sampler=False`` so that Lightning leaves the sampler alone. The number of
+    batches the training loop has taken travels in the checkpoint, so a resumed run continues the
+    sequence of batches instead of starting it again.
     """
 
     def __init__(self, data: Batch, batch_size: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
@@ -93,6 +99,16 @@ class TensorDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.batches_taken = 0
+
+    def state_dict(self) -> dict[str, int]:
+        # Lightning's own count: it excludes the batch its data fetcher has prefetched but not yet used.
+        if self.trainer is None:
+            return {"batches_taken": self.batches_taken}
+        return {"batches_taken": self.trainer.fit_loop.epoch_loop.batch_progress.total.ready}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.batches_taken = state_dict["batches_taken"]
 
     @property
     def num_rows(self) -> int:
@@ -106,8 +122,10 @@ class TensorDataModule(pl.LightningDataModule):
         shuffle = self.batch_size is not None and self.batch_size < self.num_rows
         return DataLoader(
             self.table,
-            batch_sampler=EndlessBatchSampler(self.num_rows, self.batch_size, shuffle, self.seed),
+            batch_sampler=EndlessBatchSampler(self.num_rows, self.batch_size, shuffle, self.seed, self.batches_taken),
             collate_fn=_already_batched,
+            # Its own generator: creating the iterator must not draw from the global one the model samples from.
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

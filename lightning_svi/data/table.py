@@ -13,6 +13,9 @@ from pathlib import Path
 
 from lightning_svi.errors import DataError
 
+# Above this, a count read as a float is no longer exact (and a float32 tensor of it may overflow).
+LARGEST_COUNT = 2**53 - 1
+
 
 @dataclass(frozen=True)
 class RowCheck:
@@ -32,7 +35,7 @@ class TableSpec:
     row_checks: tuple[RowCheck, ...] = field(default_factory=tuple)
 
     def describe(self) -> str:
-        kind = "non-negative integers" if self.integer and self.non_negative else "numbers"
+        kind = f"non-negative integers up to {LARGEST_COUNT}" if self.integer and self.non_negative else "numbers"
         return f"columns {', '.join(self.columns)} ({kind}), one row per data point"
 
 
@@ -44,7 +47,7 @@ def _parse_number(text: str, spec: TableSpec) -> float | None:
         return None
     if not math.isfinite(value):
         return None
-    if spec.integer and value != int(value):
+    if spec.integer and (value != int(value) or abs(value) > LARGEST_COUNT):
         return None
     if spec.non_negative and value < 0:
         return None
