@@ -9,6 +9,8 @@ import torch
 from pyro.infer import ELBO
 from pyro.nn import PyroModule
 
+from lightning_svi.callbacks.logging import is_logging_step
+from lightning_svi.distributed import mean_over_ranks, seed_ranks_apart
 from lightning_svi.estimators import StepTraces
 from lightning_svi.models.base import Batch, SVIModel
 from lightning_svi.optim import build_optimizer, build_scheduler
@@ -22,6 +24,10 @@ class SVIModule(pl.LightningModule):
     parameters: Lightning checkpoints them, moves them between devices and all-reduces their
     gradients under DDP. Lazily created parameters (autoguides) are made in ``setup`` by one loss
     evaluation on the training device, before the optimizer and DDP see the module.
+
+    Under DDP each rank evaluates the ELBO on its own shard; on logging steps ``last_loss`` and
+    ``last_traces`` are averaged over ranks, the estimates of the global batch (see
+    ``lightning_svi.distributed`` for why the gradients need no correction).
     """
 
     def __init__(
@@ -55,11 +61,14 @@ class SVIModule(pl.LightningModule):
         self.to(device)
         batch = {name: tensor.to(device) for name, tensor in self._warmup_batch.items()}
         self.svi(batch)
+        seed_ranks_apart(self.trainer.global_rank, self.trainer.world_size)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.svi(batch)
         self.last_loss = loss.detach()
         self.last_traces = self.estimator.last_traces
+        if self.trainer.world_size > 1 and is_logging_step(self.trainer, self.trainer.global_step + 1):
+            self.last_loss, self.last_traces = mean_over_ranks(self.trainer.strategy, self.last_loss, self.last_traces)
         self.log("loss", self.last_loss, prog_bar=True, logger=False)
         return loss
 

@@ -53,7 +53,9 @@ class EndlessBatchSampler(Sampler[list[int]]):
     Each pass over the data is split between DDP ranks first (rank r takes every world-size-th
     row of the pass), then into batches, so every rank sees a different shard of equal size.
     With ``shuffle`` every pass is a fresh permutation, identical on every rank (seeded by
-    ``seed`` and the pass number).
+    ``seed`` and the pass number). When the rows do not split evenly between ranks, the passes are
+    shuffled too: the few rows left over then change from pass to pass instead of never being
+    seen (their local guide parameters would never train).
     """
 
     def __init__(self, num_rows: int, batch_size: int | None, shuffle: bool, seed: int = 0) -> None:
@@ -69,7 +71,7 @@ class EndlessBatchSampler(Sampler[list[int]]):
         generator = torch.Generator()
         data_pass = 0
         while True:
-            if self.shuffle:
+            if self.shuffle or self.num_rows % world_size:
                 generator.manual_seed(self.seed + data_pass)
                 order = torch.randperm(self.num_rows, generator=generator)
             else:
