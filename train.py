@@ -6,6 +6,10 @@ Hydra composes the config from ``conf/``; everything else lives in the ``lightni
 import hydra
 from omegaconf import DictConfig
 
+from lightning_svi.launch_time import register_resolver
+
+register_resolver()  # before Hydra composes: the run and sweep folder names use ${launch_time:...}
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:

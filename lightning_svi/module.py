@@ -10,8 +10,10 @@ import torch
 from pyro.infer import ELBO
 from pyro.nn import PyroModule
 
+from lightning_svi.callbacks.logging import is_logging_step
 from lightning_svi.checkpoint_identity import IDENTITY_KEY, check_identity, checkpoint_identity
 from lightning_svi.compiled import CompiledSVIStep, CompileError
+from lightning_svi.distributed import mean_over_ranks, seed_ranks_apart
 from lightning_svi.estimators import LogProbs
 from lightning_svi.models.base import Batch, SVIModel
 from lightning_svi.optim import build_optimizer, build_scheduler
@@ -26,6 +28,11 @@ class SVIModule(pl.LightningModule):
     gradients under DDP. Lazily created parameters (autoguides) are made in ``setup`` by one loss
     evaluation on the training device, before the optimizer and DDP see the module; that
     evaluation runs with Pyro's validation on, later steps only if ``validate_every_step``.
+
+
+    Under DDP each rank evaluates the ELBO on its own shard; on logging steps ``last_loss`` and
+    ``last_traces`` are averaged over ranks, the estimates of the global batch (see
+    ``lightning_svi.distributed`` for why the gradients need no correction).
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class SVIModule(pl.LightningModule):
             self.svi(batch)  # creates lazy parameters and checks the model and guide once, with Pyro's validation
         # Pyro's per-step argument and support checks cost about as much as a small model's step.
         pyro.enable_validation(self.validate_every_step)
+        seed_ranks_apart(self.trainer.global_rank, self.trainer.world_size)
         if self.compile_backend is not None:
             if self.trainer.world_size > 1:
                 raise CompileError("compile.enabled=true runs on one process; use compile.enabled=false with DDP.")
@@ -84,6 +92,8 @@ class SVIModule(pl.LightningModule):
         # costs more than a small model's whole step.
         self.last_loss = loss.detach()
         self.last_traces = self.estimator.last_traces
+        if self.trainer.world_size > 1 and is_logging_step(self.trainer, self.trainer.global_step + 1):
+            self.last_loss, self.last_traces = mean_over_ranks(self.trainer.strategy, self.last_loss, self.last_traces)
         return loss
 
     def _compiled_training_step(self, batch: Batch) -> torch.Tensor:

@@ -3,7 +3,6 @@ callbacks, logger, trainer, fit."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from lightning_svi.callbacks import (
     TraceLogger,
 )
 from lightning_svi.callbacks.hparams import run_hparams
+from lightning_svi.callbacks.rank_state import RankStateDump
 from lightning_svi.checkpoint_io import AtomicCheckpointIO
 from lightning_svi.data.datamodule import TensorDataModule, load_data
 from lightning_svi.estimators import build_estimator
@@ -108,9 +108,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     logger.experiment  # noqa: B018 - opens the event writer (and imports tensorboard) before the timed loop
     callbacks = build_callbacks(cfg, run_dir, model_class.name, full_data)
+    if cfg.get("rank_dumps"):
+        callbacks.append(RankStateDump(run_dir / "rank_state"))
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()]
     )
     ckpt_path = checkpoint_to_resume(cfg.ckpt_path, run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    return json.loads((run_dir / "summary.json").read_text())
+    # Every rank returns the summary: rank 0 wrote it, the others may get here first.
+    return next(callback.summary for callback in callbacks if isinstance(callback, RunSummary))

@@ -8,32 +8,16 @@ guide it does not: the objective becomes E_prior[log p(x, z)] and θ runs off el
 from __future__ import annotations
 
 import pytest
-import torch
 
-from lightning_svi.models.beta_binomial import BetaBinomial, beta_binomial_log_evidence
-
-
-def type2_maximum_likelihood(data: dict[str, torch.Tensor]) -> tuple[float, float, float]:
-    """(α, β, log evidence) maximising the beta-binomial marginal likelihood, by L-BFGS on log α, log β."""
-    successes, trials = data["successes"].double(), data["trials"].double()
-    log_theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_theta], max_iter=500, tolerance_grad=1e-12, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = -beta_binomial_log_evidence(successes, trials, log_theta[0].exp(), log_theta[1].exp())
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    alpha, beta = log_theta.exp().tolist()
-    return alpha, beta, -closure().item()
+from lightning_svi.models.beta_binomial import BetaBinomial
+from lightning_svi.type2_mle import type2_maximum_likelihood
 
 
 @pytest.mark.slow
 def test_full_guide_reaches_type2_mle_and_empty_guide_does_not(train_in_process, tmp_path) -> None:
     data = BetaBinomial.synthetic_data(seed=0)  # the default run's data set
-    alpha_mle, beta_mle, log_evidence_mle = type2_maximum_likelihood(data)
+    theta_mle, log_evidence_mle = type2_maximum_likelihood(BetaBinomial(num_data=50), data)
+    alpha_mle, beta_mle = theta_mle["alpha"], theta_mle["beta"]
 
     full = train_in_process("guide=full", run_dir=tmp_path / "full")  # the default settings
     assert full["theta"]["alpha"] == pytest.approx(alpha_mle, rel=0.04)

@@ -47,7 +47,8 @@ class RunSummary(pl.Callback):
     """Keeps the last ``window`` logged steps and writes the run's ``summary.json`` (rank 0).
 
     ``final`` averages loss, ELBO, log p and log q over that window; ``gap`` is the closed-form
-    log evidence under the final θ minus that average ELBO.
+    log evidence under the final θ minus that average ELBO. Every rank keeps the same summary in
+    ``summary`` (the logged values are averaged over ranks), so every rank can return it.
     """
 
     def __init__(self, path: Path, names: dict[str, Any], full_data: Batch, window: int = 10) -> None:
@@ -107,8 +108,6 @@ class RunSummary(pl.Callback):
         return {key: to_json_value(value) for key, value in final.items()}
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
-        if not trainer.is_global_zero:
-            return
         loop_seconds = (self.last_step_at or 0.0) - (self.first_step_at or 0.0)
         summary = {
             **self.names,
@@ -125,5 +124,6 @@ class RunSummary(pl.Callback):
         }
         if error is not None:
             summary["error"] = error
-        write_json_atomically(self.path, summary)
         self.summary = summary
+        if trainer.is_global_zero:
+            write_json_atomically(self.path, summary)

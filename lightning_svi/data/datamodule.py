@@ -53,8 +53,11 @@ class EndlessBatchSampler(Sampler[torch.Tensor]):
     Each pass over the data is split between DDP ranks first (rank r takes every world-size-th
     row of the pass), then into batches, so every rank sees a different shard of equal size.
     With ``shuffle`` every pass is a fresh permutation, identical on every rank (seeded by
-    ``seed`` and the pass number). Batch ``b`` depends on nothing else, so a resumed run starts at
-    batch ``start`` and draws exactly what the interrupted run would have drawn next.
+    ``seed`` and the pass number). When the rows do not split evenly between ranks, the passes are
+    shuffled too: the few rows left over then change from pass to pass instead of never being
+    seen (their local guide parameters would never train). Batch ``b`` depends on nothing else, so
+    a resumed run starts at batch ``start`` and draws exactly what the interrupted run would have
+    drawn next.
     """
 
     def __init__(self, num_rows: int, batch_size: int | None, shuffle: bool, seed: int = 0, start: int = 0) -> None:
@@ -72,7 +75,7 @@ class EndlessBatchSampler(Sampler[torch.Tensor]):
         batches_per_pass = shard_size // batch_size
         data_pass, skip = divmod(self.start, batches_per_pass)
         while True:
-            if self.shuffle:
+            if self.shuffle or self.num_rows % world_size:
                 generator.manual_seed(self.seed + data_pass)
                 order = torch.randperm(self.num_rows, generator=generator)
             else:
