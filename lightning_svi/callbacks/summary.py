@@ -18,6 +18,7 @@ from lightning_svi.callbacks.logging import is_logging_step
 from lightning_svi.callbacks.non_finite import TrainingDiverged
 from lightning_svi.models.base import Batch
 from lightning_svi.params import constrained_values
+from lightning_svi.posterior import posterior_summary
 
 FINAL_KEYS = ("loss", "elbo", "log_p", "log_q")
 
@@ -31,6 +32,13 @@ def to_json_value(value: torch.Tensor | float | None) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def to_json_tree(value: Any) -> Any:
+    """``to_json_value`` applied to every leaf of nested dicts."""
+    if isinstance(value, dict):
+        return {key: to_json_tree(item) for key, item in value.items()}
+    return to_json_value(value)
 
 
 def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
@@ -98,6 +106,12 @@ class RunSummary(pl.Callback):
         final["gap"] = None if evidence is None or final["elbo"] is None else final["log_evidence"] - final["elbo"]
         return {key: to_json_value(value) for key, value in final.items()}
 
+    def posterior(self, pl_module: pl.LightningModule) -> dict[str, Any]:
+        data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
+        plates = int(pl_module.estimator.max_plate_nesting)
+        summary = posterior_summary(pl_module.model, pl_module.guide, data, plates)
+        return {site: to_json_tree(values) for site, values in summary.items()}
+
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
         if not trainer.is_global_zero:
             return
@@ -115,6 +129,8 @@ class RunSummary(pl.Callback):
                 "steps_per_second": self.steps_timed / loop_seconds if loop_seconds > 0 else None,
             },
         }
+        if status in ("completed", "stopped"):
+            summary["posterior"] = self.posterior(pl_module)
         if error is not None:
             summary["error"] = error
         write_json_atomically(self.path, summary)

@@ -1,0 +1,108 @@
+"""Posterior summaries at the end of a run: what the trained guide says about each latent site.
+
+Continuous latents are summarised from guide samples (mean, sd, 5% and 95% quantiles), beside
+the exact posterior where the model has one in closed form. Sites that ``TraceEnum_ELBO`` sums
+out have no guide: their posterior probabilities given the data are averaged over guide samples
+of the other latents (Pyro's ``TraceEnum_ELBO.compute_marginals``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import TraceEnum_ELBO
+from pyro.poutine.util import site_is_subsample
+
+from lightning_svi.guides import is_enumerated
+from lightning_svi.models.base import Batch, SVIModel
+
+QUANTILES = (0.05, 0.95)
+
+
+def _in_sample_plate(fn: Callable, num_samples: int, max_plate_nesting: int) -> Callable:
+    """``fn`` run once for ``num_samples`` independent draws, along a plate left of the model's plates."""
+
+    def plated(*args: Any, **kwargs: Any) -> Any:
+        with pyro.plate("posterior_samples", num_samples, dim=-(max_plate_nesting + 1)):
+            return fn(*args, **kwargs)
+
+    return plated
+
+
+def latent_shapes(model: SVIModel, guide: Callable, data: Batch) -> tuple[dict[str, torch.Size], list[str]]:
+    """The shapes of the continuous latent sites of one model run, and the names of its enumerated sites."""
+    trace = poutine.trace(poutine.replay(model, poutine.trace(guide).get_trace(data))).get_trace(data)
+    latent = [
+        (name, site)
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    ]
+    shapes = {name: site["value"].shape for name, site in latent if not is_enumerated(site)}
+    return shapes, [name for name, site in latent if is_enumerated(site)]
+
+
+def latent_samples(
+    model: SVIModel, guide: Callable, data: Batch, shapes: dict[str, torch.Size], num_samples: int, plates: int
+) -> dict[str, torch.Tensor]:
+    """``num_samples`` joint draws of the sites in ``shapes`` from the guide (from the prior for sites
+    the guide leaves to the model), each shaped ``(num_samples, *shape)``. ``plates``: the model's
+    maximum plate nesting."""
+    guide_trace = poutine.trace(_in_sample_plate(guide, num_samples, plates)).get_trace(data)
+    model_trace = poutine.trace(poutine.replay(_in_sample_plate(model, num_samples, plates), guide_trace)).get_trace(
+        data
+    )
+    return {name: model_trace.nodes[name]["value"].reshape(num_samples, *shape) for name, shape in shapes.items()}
+
+
+def describe(samples: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean, sd and the ``QUANTILES`` of samples along their first dimension."""
+    quantiles = torch.quantile(samples.double(), torch.tensor(QUANTILES, dtype=torch.double), dim=0)
+    return {
+        "mean": samples.mean(0),
+        "sd": samples.std(0),
+        **{f"q{round(100 * level):02d}": value for level, value in zip(QUANTILES, quantiles, strict=True)},
+    }
+
+
+def describe_exact(posterior: dist.Distribution, num_samples: int = 20_000) -> dict[str, torch.Tensor]:
+    """Mean and sd of a closed-form posterior exactly; its quantiles from ``num_samples`` draws."""
+    quantiles = describe(posterior.sample((num_samples,)))
+    return {**quantiles, "mean": posterior.mean, "sd": posterior.stddev}
+
+
+def enumerated_marginals(
+    model: SVIModel, guide: Callable, data: Batch, num_samples: int, plates: int
+) -> dict[str, torch.Tensor]:
+    """p(a_i = k | x) for each enumerated site a, averaged over ``num_samples`` guide draws of the
+    other latents: a tensor of shape ``(*site_shape, num_values)`` per site."""
+    estimator = TraceEnum_ELBO(max_plate_nesting=plates + 1)
+    marginals = estimator.compute_marginals(
+        _in_sample_plate(model, num_samples, plates), _in_sample_plate(guide, num_samples, plates), data
+    )
+    return {
+        name: marginal.probs.reshape(num_samples, -1, marginal.probs.shape[-1]).mean(0)
+        for name, marginal in marginals.items()
+    }
+
+
+def posterior_summary(
+    model: SVIModel, guide: Callable, data: Batch, max_plate_nesting: int, num_samples: int = 1000
+) -> dict[str, dict[str, Any]]:
+    """For each latent site: ``mean``, ``sd``, ``q05``, ``q95`` from the guide, and ``exact`` (the same
+    keys) where the model has a closed-form posterior; for each enumerated site, ``probs``."""
+    with torch.no_grad():
+        shapes, enumerated = latent_shapes(model, guide, data)
+        samples = latent_samples(model, guide, data, shapes, num_samples, max_plate_nesting)
+        summary: dict[str, dict[str, Any]] = {name: describe(values) for name, values in samples.items()}
+        exact = model.exact_posterior(data) if hasattr(model, "exact_posterior") else {}
+        for name, posterior in exact.items():
+            summary[name]["exact"] = describe_exact(posterior)
+        if enumerated:
+            marginals = enumerated_marginals(model, guide, data, min(num_samples, 100), max_plate_nesting)
+            summary.update({name: {"probs": probs} for name, probs in marginals.items()})
+    return summary
