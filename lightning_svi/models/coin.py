@@ -64,9 +64,10 @@ class Coin(SVIModel):
 
 
 class CoinFullGuide(PyroModule):
-    """q_φ(f) = Beta(qa, qb), started at the tutorial's (15, 15): contains the exact posterior."""
+    """q_φ(f) = Beta(qa, qb): contains the exact posterior. It starts at the uniform Beta(1, 1), far
+    from the posterior (the tutorial's Beta(15, 15) is within 0.03 nats of it), so the gap visibly closes."""
 
-    def __init__(self, qa_init: float = 15.0, qb_init: float = 15.0) -> None:
+    def __init__(self, qa_init: float = 1.0, qb_init: float = 1.0) -> None:
         super().__init__()
         self.qa = PyroParam(torch.tensor(qa_init), constraint=constraints.positive)
         self.qb = PyroParam(torch.tensor(qb_init), constraint=constraints.positive)
