@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_svi.errors import ConfigError
 
@@ -74,9 +74,18 @@ def check_data(data: DictConfig) -> None:
         raise ConfigError(f"data.path={path!r}: must be a path to a CSV file, or null for the synthetic data.")
 
 
+def check_model(model: DictConfig) -> None:
+    if OmegaConf.is_missing(model, "_target_") or not isinstance(model.get("_target_"), str):
+        raise ConfigError(
+            "model._target_ is not set: with model=custom give the dotted path of your SVIModel subclass, "
+            "e.g. model._target_=my_package.MyModel."
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value in ``cfg`` that training could not use."""
     _require_int("seed", cfg.seed, 0)
+    check_model(cfg.model)
     _require_choice("guide.kind", cfg.guide.kind, GUIDE_KINDS)
     check_optim(cfg.optim)
     check_elbo(cfg.elbo)
