@@ -34,8 +34,9 @@ def _in_sample_plate(fn: Callable, num_samples: int, max_plate_nesting: int) -> 
     return plated
 
 
-def latent_shapes(model: SVIModel, guide: Callable, data: Batch) -> tuple[dict[str, torch.Size], list[str]]:
-    """The shapes of the continuous latent sites of one model run, and the names of its enumerated sites."""
+def latent_shapes(model: SVIModel, guide: Callable, data: Batch) -> tuple[dict[str, torch.Size], list[str], int]:
+    """From one model run: the shapes of its continuous latent sites, the names of its enumerated
+    sites, and its plate nesting (how many batch dimensions its plates use)."""
     trace = poutine.trace(poutine.replay(model, poutine.trace(guide).get_trace(data))).get_trace(data)
     latent = [
         (name, site)
@@ -43,7 +44,14 @@ def latent_shapes(model: SVIModel, guide: Callable, data: Batch) -> tuple[dict[s
         if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
     ]
     shapes = {name: site["value"].shape for name, site in latent if not is_enumerated(site)}
-    return shapes, [name for name, site in latent if is_enumerated(site)]
+    plate_dims = [
+        -frame.dim
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+        for frame in site["cond_indep_stack"]
+        if frame.vectorized
+    ]
+    return shapes, [name for name, site in latent if is_enumerated(site)], max(plate_dims, default=0)
 
 
 def latent_samples(
@@ -91,18 +99,18 @@ def enumerated_marginals(
 
 
 def posterior_summary(
-    model: SVIModel, guide: Callable, data: Batch, max_plate_nesting: int, num_samples: int = 1000
+    model: SVIModel, guide: Callable, data: Batch, num_samples: int = 1000
 ) -> dict[str, dict[str, Any]]:
     """For each latent site: ``mean``, ``sd``, ``q05``, ``q95`` from the guide, and ``exact`` (the same
     keys) where the model has a closed-form posterior; for each enumerated site, ``probs``."""
     with torch.no_grad():
-        shapes, enumerated = latent_shapes(model, guide, data)
-        samples = latent_samples(model, guide, data, shapes, num_samples, max_plate_nesting)
+        shapes, enumerated, plates = latent_shapes(model, guide, data)
+        samples = latent_samples(model, guide, data, shapes, num_samples, plates)
         summary: dict[str, dict[str, Any]] = {name: describe(values) for name, values in samples.items()}
         exact = model.exact_posterior(data) if hasattr(model, "exact_posterior") else {}
         for name, posterior in exact.items():
             summary[name]["exact"] = describe_exact(posterior)
         if enumerated:
-            marginals = enumerated_marginals(model, guide, data, min(num_samples, 100), max_plate_nesting)
+            marginals = enumerated_marginals(model, guide, data, min(num_samples, 100), plates)
             summary.update({name: {"probs": probs} for name, probs in marginals.items()})
     return summary

@@ -108,8 +108,7 @@ class RunSummary(pl.Callback):
 
     def posterior(self, pl_module: pl.LightningModule) -> dict[str, Any]:
         data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
-        plates = int(pl_module.estimator.max_plate_nesting)
-        summary = posterior_summary(pl_module.model, pl_module.guide, data, plates)
+        summary = posterior_summary(pl_module.model, pl_module.guide, data)
         return {site: to_json_tree(values) for site, values in summary.items()}
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
