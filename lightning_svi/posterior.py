@@ -34,9 +34,13 @@ def _in_sample_plate(fn: Callable, num_samples: int, max_plate_nesting: int) -> 
     return plated
 
 
+def _is_observed(site: dict) -> bool:
+    return site["type"] == "sample" and site["is_observed"] and not site_is_subsample(site)
+
+
 def latent_shapes(model: SVIModel, guide: Callable, data: Batch) -> tuple[dict[str, torch.Size], list[str], int]:
-    """From one model run: the shapes of its continuous latent sites, the names of its enumerated
-    sites, and its plate nesting (how many batch dimensions its plates use)."""
+    """From one model run: the shapes of its continuous latent and its observed sites, the names of
+    its enumerated sites, and its plate nesting (how many batch dimensions its plates use)."""
     trace = poutine.trace(poutine.replay(model, poutine.trace(guide).get_trace(data))).get_trace(data)
     latent = [
         (name, site)
@@ -44,6 +48,7 @@ def latent_shapes(model: SVIModel, guide: Callable, data: Batch) -> tuple[dict[s
         if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
     ]
     shapes = {name: site["value"].shape for name, site in latent if not is_enumerated(site)}
+    shapes.update({name: site["value"].shape for name, site in trace.nodes.items() if _is_observed(site)})
     plate_dims = [
         -frame.dim
         for site in trace.nodes.values()
@@ -58,12 +63,11 @@ def latent_samples(
     model: SVIModel, guide: Callable, data: Batch, shapes: dict[str, torch.Size], num_samples: int, plates: int
 ) -> dict[str, torch.Tensor]:
     """``num_samples`` joint draws of the sites in ``shapes`` from the guide (from the prior for sites
-    the guide leaves to the model), each shaped ``(num_samples, *shape)``. ``plates``: the model's
-    maximum plate nesting."""
+    the guide leaves to the model), observed sites replicated from the posterior predictive, each
+    shaped ``(num_samples, *shape)``. ``plates``: the model's maximum plate nesting."""
     guide_trace = poutine.trace(_in_sample_plate(guide, num_samples, plates)).get_trace(data)
-    model_trace = poutine.trace(poutine.replay(_in_sample_plate(model, num_samples, plates), guide_trace)).get_trace(
-        data
-    )
+    replicating = poutine.uncondition(_in_sample_plate(model, num_samples, plates))
+    model_trace = poutine.trace(poutine.replay(replicating, guide_trace)).get_trace(data)
     return {name: model_trace.nodes[name]["value"].reshape(num_samples, *shape) for name, shape in shapes.items()}
 
 
@@ -75,6 +79,27 @@ def describe(samples: torch.Tensor) -> dict[str, torch.Tensor]:
         "sd": samples.std(0),
         **{f"q{round(100 * level):02d}": value for level, value in zip(QUANTILES, quantiles, strict=True)},
     }
+
+
+CHECK_STATISTICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "mean": lambda values: values.flatten(1).mean(-1),
+    "sd": lambda values: values.flatten(1).std(-1),
+}
+
+
+def predictive_check(observed: torch.Tensor, replicated: torch.Tensor) -> dict[str, dict[str, float]]:
+    """For each statistic T: T(x), the mean of T(x_rep), and the posterior predictive p-value
+    P(T(x_rep) >= T(x)); values near 0 or 1 say the model does not reproduce that aspect of the data."""
+    check = {}
+    for name, statistic in CHECK_STATISTICS.items():
+        value = statistic(observed.unsqueeze(0).to(replicated.dtype))[0]
+        replicas = statistic(replicated)
+        check[name] = {
+            "observed": value.item(),
+            "replicated_mean": replicas.mean().item(),
+            "p_value": (replicas >= value).double().mean().item(),
+        }
+    return check
 
 
 def describe_exact(posterior: dist.Distribution, num_samples: int = 20_000) -> dict[str, torch.Tensor]:
@@ -98,15 +123,25 @@ def enumerated_marginals(
     }
 
 
+def _observed_values(model: SVIModel, data: Batch) -> dict[str, torch.Tensor]:
+    trace = poutine.trace(model).get_trace(data)
+    return {name: site["value"] for name, site in trace.nodes.items() if _is_observed(site)}
+
+
 def posterior_summary(
     model: SVIModel, guide: Callable, data: Batch, num_samples: int = 1000
 ) -> dict[str, dict[str, Any]]:
     """For each latent site: ``mean``, ``sd``, ``q05``, ``q95`` from the guide, and ``exact`` (the same
-    keys) where the model has a closed-form posterior; for each enumerated site, ``probs``."""
+    keys) where the model has a closed-form posterior; for each enumerated site, ``probs``; for each
+    observed site, ``check``, a posterior predictive check of its mean and sd."""
     with torch.no_grad():
         shapes, enumerated, plates = latent_shapes(model, guide, data)
         samples = latent_samples(model, guide, data, shapes, num_samples, plates)
-        summary: dict[str, dict[str, Any]] = {name: describe(values) for name, values in samples.items()}
+        observed = {name: site_value for name, site_value in _observed_values(model, data).items()}
+        summary: dict[str, dict[str, Any]] = {
+            name: {"check": predictive_check(observed[name], values)} if name in observed else describe(values)
+            for name, values in samples.items()
+        }
         exact = model.exact_posterior(data) if hasattr(model, "exact_posterior") else {}
         for name, posterior in exact.items():
             summary[name]["exact"] = describe_exact(posterior)

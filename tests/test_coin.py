@@ -58,6 +58,11 @@ def test_full_guide_recovers_the_posterior_and_the_gap_shrinks(train_in_process,
     assert posterior["mean"] == pytest.approx(EXACT_MEAN, abs=0.015)
     assert posterior["q05"] == pytest.approx(posterior["exact"]["q05"], abs=0.02)
     assert posterior["q95"] == pytest.approx(posterior["exact"]["q95"], abs=0.02)
+    # Posterior predictive check: 6 heads in 10 is what the fitted model expects, not an outlier.
+    check = summary["posterior"]["flip"]["check"]["mean"]
+    assert check["observed"] == pytest.approx(0.6)
+    assert check["replicated_mean"] == pytest.approx(EXACT_MEAN, abs=0.02)
+    assert 0.2 < check["p_value"] < 0.6
 
     scalars = read_scalars(tmp_path / "run")
     gap = [value for _, value in scalars["evidence/gap"]]

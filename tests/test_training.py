@@ -129,6 +129,10 @@ def test_summary_json_follows_the_contract(train_in_process, tmp_path: Path) -> 
     alpha, beta = summary["theta"]["alpha"], summary["theta"]["beta"]
     exact_means = [(alpha + y) / (alpha + beta + n) for y, n in zip(*DATA_COLUMNS, strict=True)]
     assert rate["exact"]["mean"] == pytest.approx(exact_means, rel=1e-4)
+    check = summary["posterior"]["successes"]["check"]
+    assert set(check) == {"mean", "sd"}
+    assert check["mean"]["observed"] == pytest.approx(sum(DATA_COLUMNS[0]) / 50, rel=1e-6)
+    assert all(0 <= statistic["p_value"] <= 1 for statistic in check.values())
 
 
 def test_resume_continues_from_the_checkpoint(train_in_process, tmp_path: Path) -> None:
