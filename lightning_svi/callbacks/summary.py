@@ -108,7 +108,10 @@ class RunSummary(pl.Callback):
 
     def posterior(self, pl_module: pl.LightningModule) -> dict[str, Any]:
         data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
-        summary = posterior_summary(pl_module.model, pl_module.guide, data)
+        try:
+            summary = posterior_summary(pl_module.model, pl_module.guide, data)
+        except Exception as error:  # e.g. a user's model that cannot be vectorized: keep the rest of the summary
+            return {"error": f"{type(error).__name__}: {error}".splitlines()[0]}
         return {site: to_json_tree(values) for site, values in summary.items()}
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
