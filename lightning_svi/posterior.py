@@ -35,7 +35,13 @@ def _in_sample_plate(fn: Callable, num_samples: int, max_plate_nesting: int) -> 
 
 
 def _is_observed(site: dict) -> bool:
-    return site["type"] == "sample" and site["is_observed"] and not site_is_subsample(site)
+    """Data, not a ``pyro.deterministic`` value (which Pyro also records as an observed sample site)."""
+    return (
+        site["type"] == "sample"
+        and site["is_observed"]
+        and not site_is_subsample(site)
+        and not site["infer"].get("_deterministic", False)
+    )
 
 
 def latent_shapes(model: SVIModel, guide: Callable, data: Batch) -> tuple[dict[str, torch.Size], list[str], int]:
@@ -66,9 +72,16 @@ def latent_samples(
     the guide leaves to the model), observed sites replicated from the posterior predictive, each
     shaped ``(num_samples, *shape)``. ``plates``: the model's maximum plate nesting."""
     guide_trace = poutine.trace(_in_sample_plate(guide, num_samples, plates)).get_trace(data)
-    replicating = poutine.uncondition(_in_sample_plate(model, num_samples, plates))
-    model_trace = poutine.trace(poutine.replay(replicating, guide_trace)).get_trace(data)
-    return {name: model_trace.nodes[name]["value"].reshape(num_samples, *shape) for name, shape in shapes.items()}
+    model_trace = poutine.trace(poutine.replay(_in_sample_plate(model, num_samples, plates), guide_trace)).get_trace(
+        data
+    )
+    samples = {}
+    for name, shape in shapes.items():
+        site = model_trace.nodes[name]
+        # An observed site's distribution, given this draw of the latents, replicates the data.
+        value = site["fn"].sample() if _is_observed(site) else site["value"]
+        samples[name] = value.reshape(num_samples, *shape)
+    return samples
 
 
 def describe(samples: torch.Tensor) -> dict[str, torch.Tensor]:

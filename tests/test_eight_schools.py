@@ -68,6 +68,7 @@ def test_mean_field_fits_the_non_centred_posterior_better(train_in_process, tmp_
             # Reference posterior (NUTS): μ 4.4 ± 3.3, τ 3.6 ± 3.2.
             assert summary["posterior"]["mu"]["mean"] == pytest.approx(4.4, abs=1.0)
             assert 1.5 < summary["posterior"]["tau"]["mean"] < 5.0
-            assert set(summary["posterior"]) == {"mu", "tau", "theta_raw"}
+            assert set(summary["posterior"]) == {"mu", "tau", "theta_raw", "y"}
+            assert 0.05 < summary["posterior"]["y"]["check"]["sd"]["p_value"] < 0.95
     assert -0.2 < gaps["non_centered"] < 1.0  # the gap is KL(q ‖ posterior) >= 0, up to estimator noise
     assert gaps["centered"] > gaps["non_centered"] + 1.0
