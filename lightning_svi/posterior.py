@@ -8,6 +8,7 @@ of the other latents (Pyro's ``TraceEnum_ELBO.compute_marginals``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -142,13 +143,16 @@ def _observed_values(model: SVIModel, data: Batch) -> dict[str, torch.Tensor]:
 
 
 def posterior_summary(
-    model: SVIModel, guide: Callable, data: Batch, num_samples: int = 1000
+    model: SVIModel, guide: Callable, data: Batch, num_samples: int = 1000, max_elements: int = 20_000_000
 ) -> dict[str, dict[str, Any]]:
     """For each latent site: ``mean``, ``sd``, ``q05``, ``q95`` from the guide, and ``exact`` (the same
     keys) where the model has a closed-form posterior; for each enumerated site, ``probs``; for each
-    observed site, ``check``, a posterior predictive check of its mean and sd."""
+    observed site, ``check``, a posterior predictive check of its mean and sd. Large models get fewer
+    draws (at least 50), so that all draws together hold at most ``max_elements`` numbers."""
     with torch.no_grad():
         shapes, enumerated, plates = latent_shapes(model, guide, data)
+        elements_per_draw = sum(math.prod(shape) for shape in shapes.values())
+        num_samples = min(num_samples, max(50, max_elements // max(elements_per_draw, 1)))
         samples = latent_samples(model, guide, data, shapes, num_samples, plates)
         observed = {name: site_value for name, site_value in _observed_values(model, data).items()}
         summary: dict[str, dict[str, Any]] = {
