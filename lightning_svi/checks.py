@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_svi.errors import ConfigError
 
@@ -97,9 +97,18 @@ def check_checkpoint_path(path: Any) -> None:
         )
 
 
+def check_model(model: DictConfig) -> None:
+    if OmegaConf.is_missing(model, "_target_") or not isinstance(model.get("_target_"), str):
+        raise ConfigError(
+            "model._target_ is not set: with model=custom give the dotted path of your SVIModel subclass, "
+            "e.g. model._target_=my_package.MyModel."
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value in ``cfg`` that training could not use."""
     _require_int("seed", cfg.seed, 0)
+    check_model(cfg.model)
     _require_choice("guide.kind", cfg.guide.kind, GUIDE_KINDS)
     check_optim(cfg.optim)
     check_elbo(cfg.elbo)

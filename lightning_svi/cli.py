@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -23,6 +24,9 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def run(cfg: DictConfig) -> float | None:
     """Train ``cfg`` into Hydra's output folder; return the final ELBO (the sweep objective)."""
+    # Like ``python -m``: a user's model module in the folder train.py is run from can be imported.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         check_config(cfg)
     except UserInputError as error:

@@ -1,16 +1,53 @@
 """ELBO estimators chosen from config, each keeping the traces of its last loss evaluation.
 
 The callbacks read log p, log q and per-site terms from those traces, so logging never runs the
-model a second time.
+model a second time for them. Under parallel enumeration the model trace holds every value of
+each enumerated site at once: its ``log_prob_sum()`` sums over all of them and is not a log
+density, so log p is the contraction that ``TraceEnum_ELBO`` itself computes (enumerated sites
+summed out), and per-site terms of the enumerated sites come from one posterior sample of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 
 import pyro.infer
 import torch
+from pyro import poutine
+from pyro.infer.discrete import TraceEnumSample_ELBO
+from pyro.infer.traceenum_elbo import _compute_model_factors
+from pyro.ops import packed
+from pyro.ops.contract import contract_tensor_tree
 from pyro.poutine import Trace
+
+
+def _is_enumerated(site: dict) -> bool:
+    return site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None
+
+
+def summed_out_log_density(model_trace: Trace, guide_trace: Trace) -> tuple[list[str], torch.Tensor]:
+    """The model sites whose log-probs depend on a parallel-enumerated site, and their joint log
+    density with the enumerated values summed out (scaled like the ELBO: an estimate for the full data).
+
+    It is the contraction ``TraceEnum_ELBO`` computes for its loss, redone from the same trace.
+    """
+    _, log_factors, _, sum_dims, scale = _compute_model_factors(model_trace, guide_trace)
+    contracted = contract_tensor_tree(log_factors, sum_dims)
+    total = sum(packed.scale_and_mask(term, scale=scale).sum() for terms in contracted.values() for term in terms)
+    names = [
+        name
+        for name, site in model_trace.nodes.items()
+        if site["type"] == "sample"
+        and name not in guide_trace.nodes
+        and not sum_dims.isdisjoint(site["packed"]["log_prob"]._pyro_dims)
+    ]
+    return names, total.detach()
+
+
+def marginal_site_name(names: list[str]) -> str:
+    """The per-site key of a block of sites whose enumerated values are summed out, e.g. ``marginal(assignment,x)``."""
+    return f"marginal({','.join(names)})"
 
 
 class LogProbs:
@@ -18,6 +55,7 @@ class LogProbs:
 
     log_p_sites: dict[str, torch.Tensor]
     log_q_sites: dict[str, torch.Tensor]
+    log_p_sampled_sites: dict[str, torch.Tensor] = {}  # noqa: RUF012 - read-only default
 
     @cached_property
     def log_p(self) -> torch.Tensor:
@@ -29,7 +67,7 @@ class LogProbs:
 
 
 class ComputedLogProbs(LogProbs):
-    """Per-site sums computed elsewhere, e.g. as outputs of the compiled step's graph."""
+    """Per-site sums computed elsewhere: outputs of the compiled step's graph, or averages over DDP ranks."""
 
     def __init__(self, log_p_sites: dict[str, torch.Tensor], log_q_sites: dict[str, torch.Tensor]) -> None:
         self.log_p_sites = log_p_sites
@@ -39,38 +77,68 @@ class ComputedLogProbs(LogProbs):
 class StepTraces(LogProbs):
     """The model and guide traces of one loss evaluation (one per particle, or one vectorized).
 
-    ``log_p`` = Σ ``model_trace.log_prob_sum()`` and ``log_q`` = Σ ``guide_trace.log_prob_sum()``,
-    averaged over particles, so that ``elbo = log_p − log_q`` holds for the same step. Values are
-    detached: reading them does not keep the autograd graph alive.
+    ``log_p`` is the model's log density and ``log_q`` = Σ ``guide_trace.log_prob_sum()``, both
+    averaged over particles, so that ``elbo = log_p − log_q`` holds for the same step. Sites that
+    depend on an enumerated site enter ``log_p`` as one summed-out term, ``marginal(<sites>)``;
+    ``log_p_sampled_sites`` gives their per-site terms at one posterior sample of the enumerated
+    values (``sample_enumerated``, called only when read). Values are detached.
     """
 
-    def __init__(self, pairs: list[tuple[Trace, Trace]], num_particles: int) -> None:
+    def __init__(
+        self,
+        pairs: list[tuple[Trace, Trace]],
+        num_particles: int,
+        sample_enumerated: Callable[[], tuple[Trace, int]] | None = None,
+    ) -> None:
         self.pairs = pairs
         self.num_particles = num_particles
+        self.sample_enumerated = sample_enumerated
 
-    def _site_sums(self, which: int) -> dict[str, torch.Tensor]:
-        sums: dict[str, torch.Tensor] = {}
-        for pair in self.pairs:
-            for name, site in pair[which].nodes.items():
-                if site["type"] != "sample":
-                    continue
-                value = (
-                    site["log_prob_sum"].detach()
-                    if "log_prob_sum" in site
-                    else site["fn"].log_prob(site["value"]).detach().sum()
-                )
-                sums[name] = sums.get(name, 0.0) + value / self.num_particles
-        return sums
+    @cached_property
+    def is_enumerated(self) -> bool:
+        return any(_is_enumerated(site) for model_trace, _ in self.pairs for site in model_trace.nodes.values())
+
+    def _add(self, sums: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
+        sums[name] = sums.get(name, 0.0) + value / self.num_particles
+
+    def _site_sums(self, trace: Trace, skip: list[str], sums: dict[str, torch.Tensor]) -> None:
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or name in skip:
+                continue
+            value = site["log_prob_sum"] if "log_prob_sum" in site else site["fn"].log_prob(site["value"]).sum()
+            self._add(sums, name, value.detach())
 
     @cached_property
     def log_p_sites(self) -> dict[str, torch.Tensor]:
-        """Per-site log-density sums of the model trace (latent and observed sites)."""
-        return self._site_sums(0)
+        """Per-site log-density sums of the model trace, one summed-out term for enumerated blocks."""
+        sums: dict[str, torch.Tensor] = {}
+        for model_trace, guide_trace in self.pairs:
+            summed_out: list[str] = []
+            if self.is_enumerated:
+                summed_out, value = summed_out_log_density(model_trace, guide_trace)
+                self._add(sums, marginal_site_name(summed_out), value)
+            self._site_sums(model_trace, summed_out, sums)
+        return sums
 
     @cached_property
     def log_q_sites(self) -> dict[str, torch.Tensor]:
         """Per-site log-density sums of the guide trace."""
-        return self._site_sums(1)
+        sums: dict[str, torch.Tensor] = {}
+        for _, guide_trace in self.pairs:
+            self._site_sums(guide_trace, [], sums)
+        return sums
+
+    @cached_property
+    def log_p_sampled_sites(self) -> dict[str, torch.Tensor]:
+        """Log-probs of the sites in enumerated blocks at one posterior sample of the enumerated values
+        (Pyro's ``infer_discrete`` given the step's guide sample): terms of log p(x, z, a), not of log p(x, z)."""
+        if not self.is_enumerated or self.sample_enumerated is None:
+            return {}
+        with torch.no_grad():
+            trace, particles = self.sample_enumerated()
+            trace.compute_log_prob()
+        names, _ = summed_out_log_density(*self.pairs[-1])
+        return {name: trace.nodes[name]["log_prob_sum"].detach() / particles for name in names}
 
 
 class RecordsTraces:
@@ -88,11 +156,28 @@ class RecordsTraces:
         loss = self._differentiable_loss(model, guide, *args, **kwargs)
         # Either one trace per particle, or one vectorized trace summing all particles: the
         # particle average divides by num_particles in both cases.
-        self.last_traces = StepTraces(self._pairs, self.num_particles)
+        self.last_traces = StepTraces(self._pairs, self.num_particles, self._enumerated_sampler())
         return loss
 
     def _differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         return super().differentiable_loss(model, guide, *args, **kwargs)
+
+    def _enumerated_sampler(self) -> Callable[[], tuple[Trace, int]] | None:
+        return None
+
+
+class RecordsEnumeratedSamples(RecordsTraces):
+    """For ``TraceEnumSample_ELBO``: samples the enumerated sites of the last particle on demand,
+    reusing the step's contraction (one extra model pass, on logging steps only)."""
+
+    def _enumerated_sampler(self) -> Callable[[], tuple[Trace, int]]:
+        particles = self.num_particles if self.vectorize_particles else 1
+        saved = self._saved_state
+        return lambda: (self._sample_from(saved), particles)
+
+    def _sample_from(self, saved: tuple) -> Trace:
+        self._saved_state = saved
+        return poutine.trace(self.sample_saved).get_trace()
 
 
 class TraceGraphWithLoss(pyro.infer.TraceGraph_ELBO):
@@ -109,7 +194,7 @@ def _recording(base: type) -> type:
 
 
 ESTIMATORS: dict[str, type] = {
-    "TraceEnum_ELBO": _recording(pyro.infer.TraceEnum_ELBO),
+    "TraceEnum_ELBO": type("RecordingTraceEnum_ELBO", (RecordsEnumeratedSamples, TraceEnumSample_ELBO), {}),
     "Trace_ELBO": _recording(pyro.infer.Trace_ELBO),
     "TraceGraph_ELBO": _recording(TraceGraphWithLoss),
     "TraceMeanField_ELBO": _recording(pyro.infer.TraceMeanField_ELBO),

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pyro import poutine
 from pyro.infer import autoguide
 from pyro.nn import PyroModule
 
+from lightning_svi.errors import ConfigError
 from lightning_svi.models.base import SVIModel
 
 
@@ -24,12 +26,17 @@ class EmptyGuide(PyroModule):
         return None
 
 
+def is_enumerated(message: dict) -> bool:
+    """True for a sample site that ``TraceEnum_ELBO`` sums out: no guide may sample it."""
+    return message["type"] == "sample" and message["infer"].get("enumerate") == "parallel"
+
+
 def _autoguide(cls: type, follows_minibatch: bool) -> Callable[..., PyroModule]:
     def build(model: SVIModel, **options: object) -> PyroModule:
         if follows_minibatch:
             # Local latents follow the model's minibatch indices instead of drawing their own.
             options["create_plates"] = model.data_plate
-        return cls(model, **options)
+        return cls(poutine.block(model, hide_fn=is_enumerated), **options)
 
     return build
 
@@ -47,4 +54,9 @@ GUIDES: dict[str, Callable[..., PyroModule]] = {
 
 def build_guide(kind: str, model: SVIModel, **options: object) -> PyroModule:
     """The guide of kind ``kind`` (a key of ``GUIDES``) for ``model``."""
+    if kind == "empty" and not any(True for _ in model.parameters()):
+        raise ConfigError(
+            f"guide=empty with model={model.name}: nothing to train, the model has no parameters θ and the "
+            "empty guide has no φ; use guide=full, guide=normal or guide=delta."
+        )
     return GUIDES[kind](model, **options)

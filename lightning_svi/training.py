@@ -8,7 +8,7 @@ from typing import Any
 
 import pyro
 import pytorch_lightning as pl
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -33,6 +33,7 @@ from lightning_svi.checkpoint_io import AtomicCheckpointIO
 from lightning_svi.data.datamodule import TensorDataModule, load_data
 from lightning_svi.estimators import build_estimator
 from lightning_svi.guides import build_guide
+from lightning_svi.models.loading import load_model_class
 from lightning_svi.module import SVIModule
 from lightning_svi.resume import checkpoint_to_resume
 
@@ -99,7 +100,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     reset_global_state(cfg.seed)
-    model_class = get_class(cfg.model._target_)
+    model_class = load_model_class(cfg.model._target_)
     synthetic = OmegaConf.to_container(cfg.data.synthetic, resolve=True) if cfg.data.get("synthetic") else None
     data = load_data(model_class, cfg.data.path, cfg.data.seed, synthetic)
     datamodule = TensorDataModule(data, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed)

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_svi.models.beta_binomial import BetaBinomial
 from tests.conftest import compose_config, read_scalars, read_summary
 
 SHORT = ["trainer.max_steps=30", "trainer.log_every_n_steps=5"]
+
+DATA_COLUMNS = [column.tolist() for column in BetaBinomial.synthetic_data(0).values()]
 
 PHI_NAMES = {
     "full": {"qa", "qb"},
@@ -107,6 +110,7 @@ def test_summary_json_follows_the_contract(train_in_process, tmp_path: Path) -> 
         "theta",
         "phi",
         "timing",
+        "posterior",
     }
     assert summary["model"] == "beta_binomial" and summary["elbo"] == "TraceEnum_ELBO" and summary["world_size"] == 1
     assert set(summary["final"]) == {"loss", "elbo", "log_p", "log_q", "log_evidence", "gap"}
@@ -117,6 +121,18 @@ def test_summary_json_follows_the_contract(train_in_process, tmp_path: Path) -> 
     assert len(summary["phi"]["qa"]) == 50
     assert summary["timing"]["steps_per_second"] > 0
     assert summary["timing"]["wall_seconds"] > 0
+    rate = summary["posterior"]["rate"]
+    assert set(rate) == {"mean", "sd", "q05", "q95", "exact"}
+    assert set(rate["exact"]) == {"mean", "sd", "q05", "q95"}
+    assert all(len(values) == 50 for values in rate.values() if isinstance(values, list))
+    assert all(low < mean < high for low, mean, high in zip(rate["q05"], rate["mean"], rate["q95"], strict=True))
+    alpha, beta = summary["theta"]["alpha"], summary["theta"]["beta"]
+    exact_means = [(alpha + y) / (alpha + beta + n) for y, n in zip(*DATA_COLUMNS, strict=True)]
+    assert rate["exact"]["mean"] == pytest.approx(exact_means, rel=1e-4)
+    check = summary["posterior"]["successes"]["check"]
+    assert set(check) == {"mean", "sd"}
+    assert check["mean"]["observed"] == pytest.approx(sum(DATA_COLUMNS[0]) / 50, rel=1e-6)
+    assert all(0 <= statistic["p_value"] <= 1 for statistic in check.values())
 
 
 def test_resume_continues_from_the_checkpoint(train_in_process, tmp_path: Path) -> None:

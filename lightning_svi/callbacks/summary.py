@@ -20,6 +20,7 @@ from lightning_svi.callbacks.non_finite import TrainingDiverged
 from lightning_svi.errors import UserInputError
 from lightning_svi.models.base import Batch
 from lightning_svi.params import constrained_values
+from lightning_svi.posterior import posterior_summary
 
 FINAL_KEYS = ("loss", "elbo", "log_p", "log_q")
 
@@ -33,6 +34,13 @@ def to_json_value(value: torch.Tensor | float | None) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def to_json_tree(value: Any) -> Any:
+    """``to_json_value`` applied to every leaf of nested dicts."""
+    if isinstance(value, dict):
+        return {key: to_json_tree(item) for key, item in value.items()}
+    return to_json_value(value)
 
 
 def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
@@ -107,6 +115,14 @@ class RunSummary(pl.Callback):
         final["gap"] = None if evidence is None or final["elbo"] is None else final["log_evidence"] - final["elbo"]
         return {key: to_json_value(value) for key, value in final.items()}
 
+    def posterior(self, pl_module: pl.LightningModule) -> dict[str, Any]:
+        data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
+        try:
+            summary = posterior_summary(pl_module.model, pl_module.guide, data)
+        except Exception as error:  # e.g. a user's model that cannot be vectorized: keep the rest of the summary
+            return {"error": f"{type(error).__name__}: {error}".splitlines()[0]}
+        return {site: to_json_tree(values) for site, values in summary.items()}
+
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
         loop_seconds = (self.last_step_at or 0.0) - (self.first_step_at or 0.0)
         summary = {
@@ -122,6 +138,8 @@ class RunSummary(pl.Callback):
                 "steps_per_second": self.steps_timed / loop_seconds if loop_seconds > 0 else None,
             },
         }
+        if status in ("completed", "stopped"):
+            summary["posterior"] = self.posterior(pl_module)
         if error is not None:
             summary["error"] = error
         self.summary = summary

@@ -13,6 +13,9 @@ class TraceLogger(pl.Callback):
     """``train/loss``, ``train/elbo``, ``trace/log_p``, ``trace/log_q``, ``trace/log_p/<site>``, ``trace/log_q/<site>``.
 
     All taken from the same step, so ``train/elbo = trace/log_p − trace/log_q`` holds tag by tag.
+    Under parallel enumeration the sites that depend on an enumerated site appear in ``log_p`` as one
+    summed-out term, ``trace/log_p/marginal(<sites>)``, and one by one at a posterior sample of the
+    enumerated values as ``trace/log_p_sampled/<site>`` (terms of log p(x, z, a), not of the ELBO).
     """
 
     def __init__(self, per_site: bool = True) -> None:
@@ -33,4 +36,5 @@ class TraceLogger(pl.Callback):
         if self.per_site:
             metrics.update({f"trace/log_p/{site}": value for site, value in traces.log_p_sites.items()})
             metrics.update({f"trace/log_q/{site}": value for site, value in traces.log_q_sites.items()})
+            metrics.update({f"trace/log_p_sampled/{site}": value for site, value in traces.log_p_sampled_sites.items()})
         log_scalars(trainer, metrics, trainer.global_step)

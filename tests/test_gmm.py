@@ -1,0 +1,109 @@
+"""The Gaussian mixture: TraceEnum_ELBO sums the assignment out exactly, log p stays the summed-out
+density, every guide kind leaves the enumerated site alone, training finds the clusters."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from lightning_svi.estimators import build_estimator
+from lightning_svi.guides import build_guide
+from lightning_svi.models.gmm import GaussianMixture
+from tests.conftest import read_scalars
+
+NUM_POINTS = 7
+
+
+@pytest.fixture
+def tiny() -> tuple[GaussianMixture, dict[str, torch.Tensor]]:
+    pyro.settings.set(module_local_params=True)
+    pyro.set_rng_seed(0)
+    data = GaussianMixture.synthetic_data(seed=0, num_points=NUM_POINTS)
+    return GaussianMixture(NUM_POINTS), {"index": torch.arange(NUM_POINTS), **data}
+
+
+def hand_summed_elbo(model: GaussianMixture, guide, batch: dict, weights, locs, scale) -> torch.Tensor:
+    """log p(w, μ, σ) + Σ_i logsumexp_k [log w_k + log N(x_i; μ_k, σ)] − log q(w, μ, σ), written out."""
+    log_prior = (
+        dist.Dirichlet(torch.ones(3)).log_prob(weights)
+        + dist.Normal(0.0, model.prior_scale).log_prob(locs).sum()
+        + dist.LogNormal(0.0, 2.0).log_prob(scale)
+    )
+    per_component = weights.log() + dist.Normal(locs, scale).log_prob(batch["x"][:, None])
+    log_likelihood = torch.logsumexp(per_component, dim=-1).sum()
+    log_q = (
+        dist.Dirichlet(guide.weights_concentration).log_prob(weights)
+        + dist.Normal(guide.locs_loc, guide.locs_scale).log_prob(locs).sum()
+        + dist.LogNormal(guide.scale_loc, guide.scale_scale).log_prob(scale)
+    )
+    return log_prior + log_likelihood - log_q
+
+
+def test_trace_enum_loss_equals_the_assignment_summed_out_by_hand(tiny: tuple) -> None:
+    model, batch = tiny
+    guide = model.full_guide()
+    estimator = build_estimator("TraceEnum_ELBO", num_particles=1)
+    loss = estimator(model, guide)(batch)
+    guide_trace = estimator.last_traces.pairs[0][1]
+    weights, locs, scale = (guide_trace.nodes[name]["value"] for name in ("weights", "locs", "scale"))
+    expected = hand_summed_elbo(model, guide, batch, weights, locs, scale)
+    assert (-loss).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(("num_particles", "vectorize"), [(1, False), (3, False), (3, True)])
+def test_log_p_is_the_summed_out_density_so_the_elbo_identity_holds(
+    tiny: tuple, num_particles: int, vectorize: bool
+) -> None:
+    model, batch = tiny
+    estimator = build_estimator("TraceEnum_ELBO", num_particles=num_particles, vectorize_particles=vectorize)
+    loss = estimator(model, model.full_guide())(batch)
+    traces = estimator.last_traces
+    assert (-loss).item() == pytest.approx((traces.log_p - traces.log_q).item(), rel=1e-5)
+    assert set(traces.log_p_sites) == {"weights", "locs", "scale", "marginal(assignment,x)"}
+    # The naive log_prob_sum of the enumerated trace sums over all 3 values of every assignment.
+    naive = sum(pair[0].log_prob_sum().item() for pair in traces.pairs) / num_particles
+    assert naive < traces.log_p.item() - 10
+    # One posterior sample of the assignments: log p(x, a) per site, finite and below log p(x).
+    sampled = traces.log_p_sampled_sites
+    assert set(sampled) == {"assignment", "x"}
+    assert all(math.isfinite(value.item()) for value in sampled.values())
+    assert (sampled["assignment"] + sampled["x"]).item() <= traces.log_p_sites["marginal(assignment,x)"].item() + 1e-4
+
+
+@pytest.mark.parametrize("kind", ["full", "delta", "normal", "diag_normal"])
+def test_every_guide_leaves_the_enumerated_site_out(tiny: tuple, kind: str) -> None:
+    model, batch = tiny
+    guide = build_guide(kind, model)
+    estimator = build_estimator("TraceEnum_ELBO")
+    loss = estimator(model, guide)(batch)
+    assert math.isfinite(loss.item())
+    guide_sites = set(estimator.last_traces.log_q_sites)
+    assert {"weights", "locs", "scale"} <= guide_sites  # autoguides add auxiliary sites beside these
+    assert "assignment" not in guide_sites
+
+
+@pytest.mark.slow
+def test_training_recovers_the_clusters_and_saves_assignment_probabilities(train_in_process, tmp_path: Path) -> None:
+    summary = train_in_process("model=gmm", "trainer.max_steps=600", "data.synthetic={num_points: 150}")
+    assert summary["status"] == "completed"
+    locs = sorted(summary["posterior"]["locs"]["mean"])
+    assert locs == pytest.approx([-5.0, 0.0, 5.0], abs=0.4)
+    probs = torch.tensor(summary["posterior"]["assignment"]["probs"])
+    assert probs.shape == (150, 3)
+    assert torch.allclose(probs.sum(-1), torch.ones(150), atol=1e-4)
+    # Each point is assigned to the component nearest to it, confidently.
+    data = GaussianMixture.synthetic_data(seed=0, num_points=150)["x"]
+    nearest = (data[:, None] - torch.tensor(summary["posterior"]["locs"]["mean"])).abs().argmin(-1)
+    assert (probs.argmax(-1) == nearest).float().mean() > 0.95
+    scalars = read_scalars(tmp_path / "run")
+    elbo, log_p, log_q = (dict(scalars[tag]) for tag in ("train/elbo", "trace/log_p", "trace/log_q"))
+    for step, value in elbo.items():
+        assert value == pytest.approx(log_p[step] - log_q[step], rel=1e-4, abs=1e-2)
+    assert {"trace/log_p/marginal(assignment,x)", "trace/log_p_sampled/assignment", "trace/log_p_sampled/x"} <= set(
+        scalars
+    )
