@@ -3,6 +3,8 @@ posterior and q's density of the element it names."""
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pytest
 import torch
@@ -76,3 +78,24 @@ def test_guides_without_a_density_are_drawn_by_their_samples(model_and_data) -> 
     for ax in (ax for ax in figure.axes if ax.get_visible()):
         assert set(lines_by_label(ax)) == {"exact posterior"}
         assert ax.patches
+
+
+def test_gmm_picture_colours_points_by_their_component_and_marks_the_locations() -> None:
+    from lightning_svi.models.gmm import GaussianMixture
+
+    pyro.settings.set(module_local_params=True)
+    data = {"index": torch.arange(300), **GaussianMixture.synthetic_data(seed=0)}
+    model = GaussianMixture(num_data=300)
+    guide = model.full_guide()
+    with torch.no_grad():  # a guide that has found the clusters at -5, 0 and 5
+        guide.locs_loc_unconstrained.copy_(torch.tensor([-5.0, 0.0, 5.0]))
+        guide.locs_scale_unconstrained.fill_(math.log(0.05))
+        guide.scale_scale_unconstrained.fill_(math.log(0.05))
+        guide.weights_concentration_unconstrained.fill_(math.log(100.0))
+    axes = model.posterior_figure(guide, data).axes[0]
+    colours = torch.as_tensor(axes.collections[0].get_array())
+    points = data["x"]
+    for centre, component in ((-5.0, 0), (0.0, 1), (5.0, 2)):
+        near = (points - centre).abs() < 1.0
+        assert (colours[near] == component).float().mean() > 0.95
+    assert [line.get_xdata()[0] for line in axes.lines] == pytest.approx([-5.0, 0.0, 5.0], abs=0.1)

@@ -14,15 +14,21 @@ each assignment is computed after training from the trained guide.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from pyro.ops.indexing import Vindex
 
 from lightning_svi.data.table import TableSpec
 from lightning_svi.models.base import Batch, SVIModel
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class GaussianMixture(SVIModel):
@@ -61,6 +67,28 @@ class GaussianMixture(SVIModel):
 
     def full_guide(self) -> PyroModule:
         return GaussianMixtureFullGuide(self.num_components, self.prior_scale)
+
+    def posterior_figure(self, guide: PyroModule, data: Batch) -> Figure:
+        """The data coloured by their most probable component, with the guide's component locations."""
+        from matplotlib.figure import Figure
+
+        from lightning_svi.posterior import enumerated_marginals
+
+        num_draws = 50
+        probs = enumerated_marginals(self, guide, data, num_samples=num_draws, plates=1)["assignment"]
+        locs = torch.stack([poutine.trace(guide).get_trace(data).nodes["locs"]["value"] for _ in range(num_draws)])
+        figure = Figure(figsize=(6, 3), dpi=100)
+        axes = figure.add_subplot()
+        points = data["x"].detach().cpu()
+        height = torch.rand(len(points), generator=torch.Generator().manual_seed(0))  # jitter, for legibility
+        axes.scatter(points, height, c=probs.argmax(-1).cpu(), cmap="tab10", vmin=0, vmax=9, s=6, alpha=0.6)
+        for component, loc in enumerate(locs.mean(0).detach().cpu().tolist()):
+            axes.axvline(loc, color=f"C{component}", linestyle="--", label=f"loc[{component}] = {loc:.2f}")
+        axes.set_yticks([])
+        axes.set_xlabel("x, coloured by the most probable assignment")
+        axes.legend(fontsize="small")
+        figure.tight_layout()
+        return figure
 
 
 class GaussianMixtureFullGuide(PyroModule):
