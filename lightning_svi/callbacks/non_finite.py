@@ -18,6 +18,9 @@ class TrainingDiverged(RuntimeError):
 class NonFiniteGuard(pl.Callback):
     """Raises ``TrainingDiverged`` after the first step whose loss, θ or φ is not finite.
 
+    Parameters are checked as stored (unconstrained); a constrained value that overflows from a
+    finite stored one makes the next step's loss non-finite, which names the sites it reached.
+
     Lightning runs checkpoint callbacks after all others, so the guard stops a diverged step before
     ``ModelCheckpoint`` sees it; ``on_save_checkpoint`` refuses any other write of a non-finite
     parameter or optimizer state, which leaves the last finite ``last.ckpt`` in place.
@@ -26,6 +29,8 @@ class NonFiniteGuard(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if _all_finite(pl_module):
+            return
         step = trainer.global_step
         if pl_module.last_loss is not None and not torch.isfinite(pl_module.last_loss):
             raise TrainingDiverged(
@@ -42,6 +47,16 @@ class NonFiniteGuard(pl.Callback):
         for where, tensor in named:
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise TrainingDiverged(f"step {trainer.global_step}: {where} is not finite; no checkpoint was written")
+
+
+def _all_finite(pl_module: pl.LightningModule) -> bool:
+    """One host sync per step: the loss and a sum over every parameter are finite. A non-finite
+    value anywhere makes the sum non-finite; an overflowing sum of finite values only sends the
+    guard down its slower, exact search."""
+    sums = [parameter.detach().sum() for parameter in pl_module.parameters()]
+    if pl_module.last_loss is not None:
+        sums.append(pl_module.last_loss.detach().reshape(()))
+    return not sums or bool(torch.isfinite(torch.stack(sums).sum()))
 
 
 def _tensors(value: Any, path: str) -> Iterator[tuple[str, torch.Tensor]]:
