@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.compat.proto.summary_pb2 import Summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -30,9 +31,23 @@ def log_scalars(trainer: pl.Trainer, metrics: dict[str, torch.Tensor | float], s
     """Write scalars to every logger, once (rank 0), all at one step."""
     if not trainer.is_global_zero or not metrics:
         return
-    values = {tag: float(value) for tag, value in metrics.items()}
+    values = dict(zip(metrics, _as_floats(list(metrics.values())), strict=True))
     for logger in trainer.loggers:
-        logger.log_metrics(values, step=step)
+        if isinstance(logger, TensorBoardLogger):
+            # One event holding every scalar: the event writer's cost is per event, not per value.
+            summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()])
+            logger.experiment._get_file_writer().add_summary(summary, step)
+        else:
+            logger.log_metrics(values, step=step)
+
+
+def _as_floats(values: list[torch.Tensor | float]) -> list[float]:
+    """Python floats, with a single device-to-host copy for all the tensors among ``values``."""
+    tensors = [value.detach().reshape(()).float() for value in values if isinstance(value, torch.Tensor)]
+    if tensors:
+        tensors = [tensor.to(tensors[0].device) for tensor in tensors]  # a few may live on the CPU
+    copied = iter(torch.stack(tensors).cpu().tolist() if tensors else [])
+    return [next(copied) if isinstance(value, torch.Tensor) else float(value) for value in values]
 
 
 def tensorboard_writers(trainer: pl.Trainer) -> list[SummaryWriter]:
