@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make train   # creates .venv, installs what is missing, runs `python train.py $(ARGS)`
-#   make test    # the same install, then the test suite
+#   make test    # the same install, then the test suite (tests marked slow: make test-slow)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train test test-fast lint clean
+.PHONY: install train test test-slow lint clean
 
 install: $(STAMP)
 
@@ -23,10 +23,11 @@ train: install
 	$(BIN)/python train.py $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Long end-to-end runs (DDP, convergence to closed-form answers, compile); CI runs them too.
+test-slow: install
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

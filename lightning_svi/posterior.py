@@ -159,7 +159,7 @@ def posterior_summary(
             name: {"check": predictive_check(observed[name], values)} if name in observed else describe(values)
             for name, values in samples.items()
         }
-        exact = model.exact_posterior(data) if hasattr(model, "exact_posterior") else {}
+        exact = model.exact_posterior(data) or {}
         for name, posterior in exact.items():
             summary[name]["exact"] = describe_exact(posterior)
         if enumerated:

@@ -30,7 +30,7 @@ def test_csv_columns_become_one_pixel_row_per_image() -> None:
 
 @pytest.mark.slow
 def test_minibatch_training_beats_the_best_model_without_a_latent(train_in_process, tmp_path: Path) -> None:
-    summary = train_in_process("+experiment=vae", "trainer.max_steps=600")
+    summary = train_in_process("experiment=vae", "trainer.max_steps=600")
     assert summary["status"] == "completed" and summary["model"] == "vae"
     assert {name.split(".")[0] for name in summary["theta"]} == {"decoder"}
     assert {name.split(".")[0] for name in summary["phi"]} == {"encoder"}
