@@ -55,8 +55,9 @@ class CompiledSVIStep:
     def __init__(self, svi: nn.Module, estimator: ELBO, example_batch: Batch, backend: str = "inductor") -> None:
         self.svi = svi
         self.estimator = estimator
-        self.names = [name for name, parameter in svi.named_parameters() if parameter.requires_grad]
-        self.parameters = [dict(svi.named_parameters())[name] for name in self.names]
+        trained = [(name, parameter) for name, parameter in svi.named_parameters() if parameter.requires_grad]
+        self.names = [name for name, _ in trained]
+        self.parameters = [parameter for _, parameter in trained]
         values = [parameter.detach() for parameter in self.parameters]
         try:
             with _pyro_static_tracing():

@@ -31,7 +31,7 @@ def log_scalars(trainer: pl.Trainer, metrics: dict[str, torch.Tensor | float], s
     """Write scalars to every logger, once (rank 0), all at one step."""
     if not trainer.is_global_zero or not metrics:
         return
-    values = dict(zip(metrics, _as_floats(list(metrics.values())), strict=True))
+    values = dict(zip(metrics, as_floats(list(metrics.values())), strict=True))
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             # One event holding every scalar: the event writer's cost is per event, not per value.
@@ -41,7 +41,7 @@ def log_scalars(trainer: pl.Trainer, metrics: dict[str, torch.Tensor | float], s
             logger.log_metrics(values, step=step)
 
 
-def _as_floats(values: list[torch.Tensor | float]) -> list[float]:
+def as_floats(values: list[torch.Tensor | float]) -> list[float]:
     """Python floats, with a single device-to-host copy for all the tensors among ``values``."""
     tensors = [value.detach().reshape(()).float() for value in values if isinstance(value, torch.Tensor)]
     if tensors:

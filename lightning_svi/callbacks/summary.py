@@ -15,7 +15,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_svi.callbacks.evidence import log_evidence
-from lightning_svi.callbacks.logging import is_logging_step
+from lightning_svi.callbacks.logging import as_floats, is_logging_step
 from lightning_svi.callbacks.non_finite import TrainingDiverged
 from lightning_svi.errors import UserInputError
 from lightning_svi.models.base import Batch
@@ -82,11 +82,9 @@ class RunSummary(pl.Callback):
         self.last_step_at = time.perf_counter()
         self.steps_timed += 1
         if is_logging_step(trainer) and pl_module.last_traces is not None:
-            loss = float(pl_module.last_loss)
             traces = pl_module.last_traces
-            self.recent.append(
-                {"loss": loss, "elbo": -loss, "log_p": float(traces.log_p), "log_q": float(traces.log_q)}
-            )
+            loss, log_p, log_q = as_floats([pl_module.last_loss, traces.log_p, traces.log_q])
+            self.recent.append({"loss": loss, "elbo": -loss, "log_p": log_p, "log_q": log_q})
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer, pl_module, "completed" if trainer.global_step >= trainer.max_steps else "stopped")

@@ -99,6 +99,7 @@ class TensorDataModule(pl.LightningDataModule):
     def __init__(self, data: Batch, batch_size: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
         self.table = TensorTable(data)
+        self._full_batch: Batch | None = None
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -118,8 +119,10 @@ class TensorDataModule(pl.LightningDataModule):
         return self.table.num_rows
 
     def full_batch(self) -> Batch:
-        """Every row at once, in order: for warm-up, closed-form evidence and summaries."""
-        return self.table.__getitems__(torch.arange(self.num_rows))
+        """Every row at once, in order: for warm-up, closed-form evidence and summaries (gathered once)."""
+        if self._full_batch is None:
+            self._full_batch = self.table.__getitems__(torch.arange(self.num_rows))
+        return self._full_batch
 
     def train_dataloader(self) -> DataLoader:
         shuffle = self.batch_size is not None and self.batch_size < self.num_rows
