@@ -136,15 +136,26 @@ def test_summary_json_follows_the_contract(train_in_process, tmp_path: Path) -> 
 
 
 def test_resume_continues_from_the_checkpoint(train_in_process, tmp_path: Path) -> None:
-    first = train_in_process("trainer.max_steps=20", "checkpoint.every_n_steps=10")
+    # A constant rate: the exponential schedule's per-step factor depends on max_steps.
+    constant = "optim.scheduler.name=none"
+    first = train_in_process("trainer.max_steps=20", "checkpoint.every_n_steps=10", constant)
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
     state = torch.load(checkpoint, weights_only=False)
     assert state["global_step"] == 20
     assert state["state_dict"]["svi.model.alpha_unconstrained"].exp().item() == pytest.approx(first["theta"]["alpha"])
-    resumed = train_in_process("trainer.max_steps=30", f"ckpt_path={checkpoint}", run_dir=tmp_path / "resumed")
+    resumed = train_in_process(
+        "trainer.max_steps=30", f"ckpt_path={checkpoint}", constant, run_dir=tmp_path / "resumed"
+    )
     assert resumed["steps"] == 30
     assert resumed["status"] == "completed"
     # Ten more steps move θ a little from where the first run left it, not from the initial value 1.0.
     assert resumed["theta"]["alpha"] == pytest.approx(first["theta"]["alpha"], rel=0.5)
     assert abs(resumed["theta"]["alpha"] - first["theta"]["alpha"]) < abs(first["theta"]["alpha"] - 1.0)
+    # ... and exactly where an uninterrupted run gets in 30 steps (RNG and sampler state are resumed too).
+    uninterrupted = train_in_process(
+        "trainer.max_steps=30", "checkpoint.every_n_steps=10", constant, run_dir=tmp_path / "straight"
+    )
+    assert resumed["theta"] == uninterrupted["theta"]
+    assert resumed["phi"] == uninterrupted["phi"]
+    assert [step for step, _ in read_scalars(tmp_path / "resumed")["train/loss"]] == [30]
