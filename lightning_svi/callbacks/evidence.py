@@ -21,6 +21,10 @@ class EvidenceLogger(pl.Callback):
         self.full_data = full_data
         self._log_evidence: torch.Tensor | None = None
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Moved to the training device once, not on every logging step.
+        self.full_data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
+
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
