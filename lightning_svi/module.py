@@ -19,6 +19,9 @@ from lightning_svi.models.base import Batch, SVIModel
 from lightning_svi.optim import build_optimizer, build_scheduler
 from lightning_svi.params import side_parameters
 
+# Never parameters, buffers or submodules, so nn.Module.__setattr__ has nothing to do for them.
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss", "last_traces"})
+
 
 class SVIModule(pl.LightningModule):
     """Trains θ (the model's parameters) and φ (the guide's) together by maximising the ELBO.
@@ -55,10 +58,19 @@ class SVIModule(pl.LightningModule):
         self.validate_every_step = validate_every_step
         self.compile_backend = compile_backend
         self.compiled_step: CompiledSVIStep | None = None
-        # The compiled step computes gradients inside its graph and applies them itself.
-        self.automatic_optimization = compile_backend is None
+        # The step applies its own update: Lightning's closure machinery for automatic optimization
+        # costs about as much as a small model's backward pass.
+        self.automatic_optimization = False
         self.last_loss: torch.Tensor | None = None
         self.last_traces: LogProbs | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets these around every hook call and step; nn.Module's parameter and
+        # submodule bookkeeping made that a measurable share of a small model's step.
+        if name in _PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     @property
     def model(self) -> SVIModel:
@@ -86,28 +98,27 @@ class SVIModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self.compiled_step is not None:
-            return self._compiled_training_step(batch)
-        loss = self.svi(batch)
+            loss, traces = self.compiled_step(batch)
+        else:
+            loss = self.svi(batch)
+            self.manual_backward(loss)
+            traces = self.estimator.last_traces
         # Kept for the callbacks and the progress bar; no self.log here: its per-step bookkeeping
         # costs more than a small model's whole step.
-        self.last_loss = loss.detach()
-        self.last_traces = self.estimator.last_traces
+        self.last_loss, self.last_traces = loss.detach(), traces
         if self.trainer.world_size > 1 and is_logging_step(self.trainer, self.trainer.global_step + 1):
             self.last_loss, self.last_traces = mean_over_ranks(self.trainer.strategy, self.last_loss, self.last_traces)
+        self._update()
         return loss
 
-    def _compiled_training_step(self, batch: Batch) -> torch.Tensor:
-        loss, gradients, log_probs = self.compiled_step(batch)
-        self.last_loss, self.last_traces = loss, log_probs
-        for parameter, gradient in zip(self.compiled_step.parameters, gradients, strict=True):
-            parameter.grad = gradient
+    def _update(self) -> None:
+        """One optimizer step (through Lightning's optimizer, which counts it and runs the hooks)."""
         optimizer = self.optimizers()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-        return loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[IDENTITY_KEY] = checkpoint_identity(self.model, self.guide, checkpoint["state_dict"])

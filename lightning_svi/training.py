@@ -3,6 +3,7 @@ callbacks, logger, trainer, fit."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from lightning_svi.callbacks import (
     StepProgressBar,
     TraceLogger,
 )
+from lightning_svi.callbacks.group import CallbackGroup
 from lightning_svi.callbacks.hparams import run_hparams
 from lightning_svi.callbacks.rank_state import RankStateDump
 from lightning_svi.checkpoint_io import AtomicCheckpointIO
@@ -36,6 +38,10 @@ from lightning_svi.guides import build_guide
 from lightning_svi.models.loading import load_model_class
 from lightning_svi.module import SVIModule
 from lightning_svi.resume import checkpoint_to_resume
+
+# A checkpoint written after step n is meant to hold the state after n updates, which is what
+# Lightning warns (on every run) that a manually optimized module's checkpoints contain.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
 def reset_global_state(seed: int) -> None:
@@ -68,11 +74,11 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> SVIModule:
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: dict) -> list[pl.Callback]:
+    """lightning-svi's own callbacks, in the order their hooks run."""
     names = {"model": model_name, "guide": cfg.guide.kind, "elbo": cfg.elbo.name, "seed": cfg.seed}
     run_summary = RunSummary(run_dir / "summary.json", names, full_data)
     num_rows = len(full_data["index"])
-    return [
-        StepProgressBar(refresh_rate=cfg.progress_bar_refresh_rate),
+    callbacks = [
         TraceLogger(),
         ParameterLogger(),
         GradientNormLogger(),
@@ -84,13 +90,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: 
         PosteriorPictureLogger(full_data, cfg.tensorboard.image_every_n_steps),
         RngStateCheckpoint(),
         CheckpointOnPreemption(run_dir / "checkpoints" / "last.ckpt"),
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            save_last=True,
-            save_top_k=0,
-            every_n_train_steps=cfg.checkpoint.every_n_steps,
-        ),
     ]
+    if cfg.get("rank_dumps"):
+        callbacks.append(RankStateDump(run_dir / "rank_state"))
+    return callbacks
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -109,10 +112,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     logger.experiment  # noqa: B018 - opens the event writer (and imports tensorboard) before the timed loop
     callbacks = build_callbacks(cfg, run_dir, model_class.name, full_data)
-    if cfg.get("rank_dumps"):
-        callbacks.append(RankStateDump(run_dir / "rank_state"))
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint.every_n_steps
+    )
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        # Lightning's own progress bar and checkpoint callbacks stay visible to it; ours are one group.
+        callbacks=[StepProgressBar(refresh_rate=cfg.progress_bar_refresh_rate), CallbackGroup(callbacks), checkpoints],
+        logger=logger,
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
     )
     ckpt_path = checkpoint_to_resume(cfg.ckpt_path, run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
