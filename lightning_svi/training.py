@@ -12,7 +12,6 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_svi.callbacks import (
     CheckpointOnPreemption,
@@ -38,6 +37,7 @@ from lightning_svi.guides import build_guide
 from lightning_svi.models.loading import load_model_class
 from lightning_svi.module import SVIModule
 from lightning_svi.resume import checkpoint_to_resume
+from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger
 
 # A checkpoint written after step n is meant to hold the state after n updates, which is what
 # Lightning warns (on every run) that a manually optimized module's checkpoints contain.
@@ -109,7 +109,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule = TensorDataModule(data, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed)
     module = build_module(cfg, datamodule)
     full_data = datamodule.full_batch()
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+    logger = BufferedTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     logger.experiment  # noqa: B018 - opens the event writer (and imports tensorboard) before the timed loop
     callbacks = build_callbacks(cfg, run_dir, model_class.name, full_data)
     checkpoints = ModelCheckpoint(

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
-from tensorboard.compat.proto.summary_pb2 import Summary
+
+from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,10 +34,8 @@ def log_scalars(trainer: pl.Trainer, metrics: dict[str, torch.Tensor | float], s
         return
     values = dict(zip(metrics, as_floats(list(metrics.values())), strict=True))
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            # One event holding every scalar: the event writer's cost is per event, not per value.
-            summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()])
-            logger.experiment._get_file_writer().add_summary(summary, step)
+        if isinstance(logger, BufferedTensorBoardLogger):
+            logger.add_scalars(values, step)
         else:
             logger.log_metrics(values, step=step)
 
@@ -73,9 +72,10 @@ def log_tensor(
 ) -> dict[str, float]:
     """A histogram of a tensor-valued quantity (TensorBoard only); returns the scalars to log for it
     (``tensor_scalars``)."""
-    if value.numel() > 1:
-        for writer in tensorboard_writers(trainer):
-            writer.add_histogram(tag, value.detach().float().cpu(), global_step=step)
+    if value.numel() > 1 and trainer.is_global_zero:
+        for logger in trainer.loggers:
+            if isinstance(logger, BufferedTensorBoardLogger):
+                logger.add_histogram(tag, value, step)
     return tensor_scalars(tag, value, max_elements)
 
 
