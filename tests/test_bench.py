@@ -1,0 +1,78 @@
+"""scripts/bench.py's plumbing, on tiny runs: a row per setting, a cell per mode, ratios to plain Pyro.
+
+No timing is asserted: the rates of a few steps on a shared machine say nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+BENCH = REPO / "scripts" / "bench.py"
+TINY = ["--steps", "5", "--rounds", "1", "--warmup", "2", "--compile-backend", "fx"]
+RATE_CELL = re.compile(r"^\d+/s \((\d+\.\d\d)x\)$")
+PLAIN_PYRO = "plain Pyro SVI.step"
+FORUM = "beta-Bernoulli, 5,000 obs, 1 particle"
+GMM = "GMM, K = 3, 10,000 points, enumerated, 1 particle"
+HIDE_NUMPYRO = (
+    "import runpy, sys; sys.modules['numpyro'] = None; sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def run_bench(*args: str, hide_numpyro: bool = False) -> str:
+    """The bench's standard output; this checkout's lightning_svi comes first on the path."""
+    command = [sys.executable, str(BENCH), *args]
+    if hide_numpyro:  # importlib's find_spec answers None for a module that sys.modules maps to None
+        command[1:1] = ["-c", HIDE_NUMPYRO]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def rate_table(stdout: str) -> dict[str, dict[str, str]]:
+    """The first markdown table: setting -> column title -> cell."""
+    lines = stdout[stdout.index("| setting |") :].split("\n\n")[0].splitlines()
+    columns = [cell.strip() for cell in lines[0].strip("|").split("|")][1:]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    return {row[0]: dict(zip(columns, row[1:], strict=True)) for row in rows}
+
+
+def ratios(row: dict[str, str]) -> dict[str, float]:
+    matches = {column: RATE_CELL.match(cell) for column, cell in row.items()}
+    assert all(matches.values()), row
+    return {column: float(match.group(1)) for column, match in matches.items()}
+
+
+@pytest.mark.parametrize(
+    ("setting", "title"), [("forum-5k-1p", FORUM), pytest.param("gmm-10k", GMM, marks=pytest.mark.slow)]
+)
+def test_a_rate_per_mode_and_the_numpyro_column_left_out_when_numpyro_is_missing(setting: str, title: str) -> None:
+    stdout = run_bench("--settings", setting, "--modes", "log-off", "compiled", "numpyro", *TINY, hide_numpyro=True)
+    assert "NumPyro column left out: numpyro not installed" in stdout
+    assert "threads: torch 1" in stdout and "1 rounds x 5 steps" in stdout
+    table = rate_table(stdout)
+    assert list(table) == [title]
+    row_ratios = ratios(table[title])
+    assert list(row_ratios) == [PLAIN_PYRO, "lightning-svi (logging off)", "compiled (log every 10)"]
+    assert row_ratios[PLAIN_PYRO] == 1.0
+    assert "| seconds outside the timed loop |" in stdout
+
+
+@pytest.mark.slow
+def test_numpyro_column_for_the_beta_bernoulli_and_the_enumerated_mixture() -> None:
+    pytest.importorskip("numpyro")
+    pytest.importorskip("funsor")
+    stdout = run_bench("--settings", "forum-5k-1p", "gmm-10k", "--modes", "numpyro", *TINY)
+    assert ", numpyro " in stdout.splitlines()[0]  # the versions line
+    table = rate_table(stdout)
+    assert list(table) == [FORUM, GMM]
+    for row in table.values():
+        assert list(ratios(row)) == [PLAIN_PYRO, "NumPyro jit(svi.update)"]
