@@ -15,8 +15,9 @@ NumPyro ``svi.init`` and the jit compile of the first ``svi.update``, done once 
 round times the same jitted update from the same initial state).
 
 All runs use the same data, the model's ``synthetic_data`` under lightning-svi's config
-(``conf/model/<model>.yaml``, ``data.seed``), and the same model options. Plain Pyro runs with
-Pyro's validation off, as lightning-svi's loop after its first step and NumPyro's jitted update.
+(``conf/model/<model>.yaml``, ``data.seed``), and the same model options. The baseline is plain
+Pyro as a hand-written loop runs it, with Pyro's default validation on; a second column turns it
+off, as lightning-svi's loop does after its first step (and NumPyro's jitted update never checks).
 A mode is one line of ``MODES``; lightning-svi modes differ only by their Hydra overrides.
 "Logging off" sets ``trainer.log_every_n_steps`` past the run's end, which leaves the first and
 the last step logged. The NumPyro column needs ``pip install -e '.[bench]'``; without it the
@@ -161,11 +162,11 @@ def pyro_gmm(num_components: int, prior_scale: float) -> tuple[Callable, Callabl
 PYRO_PROGRAMS = {"beta_bernoulli": pyro_beta_bernoulli, "gmm": pyro_gmm}
 
 
-def plain_pyro_rate(setting: Setting, run: RunOptions) -> Measurement:
+def plain_pyro_rate(setting: Setting, run: RunOptions, validate: bool = True) -> Measurement:
     cfg = compose_setting(setting)
     data = setting_data(cfg)
     pyro.settings.set(module_local_params=False)
-    pyro.enable_validation(False)  # else the previous mode's run decides: lightning-svi leaves it off
+    pyro.enable_validation(validate)  # set either way: lightning-svi's runs leave it off
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     elbo = pyro.infer.TraceEnum_ELBO(num_particles=setting.num_particles, vectorize_particles=True, max_plate_nesting=1)
@@ -229,6 +230,7 @@ COMPILED = "compile.enabled=true"
 BASELINE = "pyro"
 MODES = {
     BASELINE: Mode("plain Pyro SVI.step", plain_pyro_rate),
+    "pyro-unvalidated": Mode("plain Pyro, validation off", functools.partial(plain_pyro_rate, validate=False)),
     "default": Mode("lightning-svi (log every 10)", lightning_svi(LOG_EVERY_10)),
     "log-every-step": Mode("lightning-svi (log every step)", lightning_svi("trainer.log_every_n_steps=1")),
     "log-off": Mode("lightning-svi (logging off)", lightning_svi(LOG_OFF)),

@@ -19,6 +19,8 @@ def test_compiled_step_reaches_the_same_answer_as_the_eager_step(train_in_proces
     eager = train_in_process(*STEPS, run_dir=tmp_path / "eager")
     compiled = train_in_process(*STEPS, "compile.enabled=true", "compile.backend=fx", run_dir=tmp_path / "compiled")
     assert compiled["status"] == "completed" and compiled["steps"] == 600
+    # Compile time is reported apart from the loop's rate.
+    assert compiled["timing"]["compile_seconds"] > 0 and eager["timing"]["compile_seconds"] is None
     for name in ("alpha", "beta"):
         assert compiled["theta"][name] == pytest.approx(eager["theta"][name], rel=0.1)
     # Final ELBO estimates agree within Monte Carlo error (their spread over the last steps is ~1 nat).

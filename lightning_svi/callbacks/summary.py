@@ -134,6 +134,8 @@ class RunSummary(pl.Callback):
             "timing": {
                 "wall_seconds": time.perf_counter() - self.started_at,
                 "steps_per_second": self.steps_timed / loop_seconds if loop_seconds > 0 else None,
+                # compile.enabled=true: tracing and compiling the step, before the loop (not in its rate)
+                "compile_seconds": pl_module.compiled_step.compile_seconds if pl_module.compiled_step else None,
             },
         }
         if status in ("completed", "stopped"):

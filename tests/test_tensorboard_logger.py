@@ -1,0 +1,42 @@
+"""BufferedTensorBoardLogger: one event per step; nothing waiting is lost at the end, also after a failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger
+from tests.conftest import read_scalars
+
+
+def events(run_dir: Path) -> list:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    (path,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    return [event for event in EventFileLoader(str(path)).Load() if event.HasField("summary")]
+
+
+@pytest.mark.parametrize("status", ["success", "failed"])
+def test_waiting_values_are_written_by_finalize_one_event_per_step(tmp_path: Path, status: str) -> None:
+    logger = BufferedTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="", flush_seconds=3600)
+    logger.add_scalars({"a": 1.0, "b": 2.0}, step=1)
+    logger.add_histogram("h", torch.arange(10.0), step=1)
+    logger.add_scalars({"a": 3.0}, step=2)
+    assert not list((tmp_path / "tensorboard").glob("events.*")) or not events(tmp_path)  # still waiting
+    logger.finalize(status)
+    assert read_scalars(tmp_path) == {"a": [(1, 1.0), (2, 3.0)], "b": [(1, 2.0)]}
+    assert [event.step for event in events(tmp_path)] == [1, 2]
+    accumulator = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"histograms": 0})
+    accumulator.Reload()
+    (histogram,) = accumulator.Histograms("h")
+    assert histogram.step == 1 and histogram.histogram_value.num == 10 and histogram.histogram_value.max == 9.0
+
+
+def test_values_reach_the_writer_once_flush_seconds_have_passed(tmp_path: Path) -> None:
+    logger = BufferedTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="", flush_seconds=0.0)
+    logger.add_scalars({"a": 1.0}, step=1)
+    logger.experiment.flush()
+    assert read_scalars(tmp_path) == {"a": [(1, 1.0)]}
