@@ -1,4 +1,4 @@
-"""Check a composed config before anything heavy is imported.
+"""Check a composed config, and a built-in model's data file, before anything heavy is imported.
 
 Each check names the key, the value it got and what is allowed, so that a typo costs the
 user a second, not a stack trace from deep inside Pyro or Lightning.
@@ -12,7 +12,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_svi.data.table import read_table, require_file
 from lightning_svi.errors import ConfigError
+from lightning_svi.models.specs import BUILTIN_MODELS
 from lightning_svi.requirements import is_number, require_bool, require_choice, require_int, require_positive
 
 ESTIMATOR_NAMES = ("TraceEnum_ELBO", "Trace_ELBO", "TraceGraph_ELBO", "TraceMeanField_ELBO")
@@ -100,3 +102,20 @@ def check_config(cfg: DictConfig) -> None:
             "into one vector and cannot follow a minibatch; use guide=normal, guide=delta or guide=full, "
             "or data.batch_size=null."
         )
+
+
+def read_data_file(cfg: DictConfig) -> dict[str, list[float]] | None:
+    """The columns of ``data.path`` for a built-in model, read and checked now, before torch is imported.
+
+    None without a data file. None also for a user's own model once its file is known to exist: its
+    table spec lives in its class, which imports torch, so ``load_data`` checks the file's content then.
+    """
+    path = cfg.data.get("path")
+    if path is None:
+        return None
+    target = cfg.model._target_
+    spec = BUILTIN_MODELS.get(target)
+    if spec is None:
+        require_file(Path(path), f"the columns of {target}.table")
+        return None
+    return read_table(Path(path), spec.table)
