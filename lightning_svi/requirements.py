@@ -8,7 +8,7 @@ is any of them with its options bound (``partial(require_int, minimum=1)``), cal
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lightning_svi.errors import ConfigError
@@ -29,6 +29,11 @@ def require_positive(key: str, value: Any, *, optional: bool = False) -> None:
         return
     if not is_number(value) or value <= 0:
         raise ConfigError(f"{key}={value!r}: must be a number > 0{_or_null(optional)}.")
+
+
+def require_non_negative(key: str, value: Any) -> None:
+    if not is_number(value) or value < 0:
+        raise ConfigError(f"{key}={value!r}: must be a number >= 0.")
 
 
 def require_probability(key: str, value: Any) -> None:
@@ -56,3 +61,13 @@ def require_bool(key: str, value: Any) -> None:
 def require_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r}: unknown; allowed values are {', '.join(allowed)}.")
+
+
+def require_options(prefix: str, given: Mapping[str, Any], allowed: Mapping[str, Requirement], owner: str) -> None:
+    """Each of the ``given`` options (keys under ``prefix``) must be one of ``owner``'s and meet its requirement."""
+    for name, value in given.items():
+        key = f"{prefix}.{name}"
+        if name not in allowed:
+            known = f"its options are {', '.join(allowed)}" if allowed else "it takes none"
+            raise ConfigError(f"{key}={value!r}: not an option of {owner}; {known}.")
+        allowed[name](key, value)

@@ -9,6 +9,34 @@ import pytest
 
 from tests.conftest import imported_modules, run_train_py
 
+# One case per check; the message is what the user reads after "lightning-svi: error: ".
+EARLY_REFUSALS = [
+    (["model.alpha_init=-1"], "model.alpha_init=-1: must be a number > 0."),
+    (["+model.alpha_inti=2"], "model.alpha_inti=2: not an option of model=beta_binomial; its options are alpha_init"),
+    (["model=eight_schools", "model.parameterization=funnel"], "model.parameterization='funnel': unknown"),
+    (
+        ["model._target_=lightning_svi.models.coin.Coni"],
+        "model._target_=lightning_svi.models.coin.Coni: not a built-in",
+    ),
+    (
+        ["model=custom", "model._target_=no_such_package.Model"],
+        "cannot be imported (No module named 'no_such_package')",
+    ),
+    (["model=coin", "guide=empty"], "guide=empty with model=coin: nothing to train"),
+    (["guide=normal", "guide.kind=delta"], "guide.init_scale=0.1: not an option of guide=delta; it takes none."),
+    (["guide=lowrank", "guide.rank=0"], "guide.rank=0: must be an integer >= 1 or null."),
+    (["optim.name=SGD"], "optim.betas=[0.9, 0.999]: not an option of optim.name=SGD; its options are momentum"),
+    (["optim=sgd", "optim.momentum=-0.5"], "optim.momentum=-0.5: must be a number >= 0."),
+    (["optim.scheduler.name=cosine"], "optim.scheduler.gamma=0.1: not an option of the cosine schedule"),
+    (["trainer.devices=0"], "trainer.devices=0: must be auto, a number of devices >= 1"),
+    (["trainer.accelerator=gpus"], "trainer.accelerator='gpus': unknown; allowed values are auto, cpu"),
+    (["trainer=ddp_cpu", "trainer.num_nodes=0"], "trainer.num_nodes=0: must be an integer >= 1."),
+    (["data.synthetic={num_grups:10}"], "data.synthetic.num_grups=10: not an option of model=beta_binomial's"),
+    (["data.synthetic={num_groups:0}"], "data.synthetic.num_groups=0: must be an integer >= 1."),
+    (["data.synthetic=5"], "data.synthetic=5: must be null or a mapping"),
+    (["compile.enabled=yes"], "compile.enabled='yes': must be true or false."),
+]
+
 
 def assert_refused_before_torch(result, message: str) -> None:
     assert result.returncode == 2, result.stderr[-3000:]
@@ -16,6 +44,12 @@ def assert_refused_before_torch(result, message: str) -> None:
     assert len(error_lines) == 1 and message in error_lines[0], error_lines
     assert "Traceback" not in result.stderr + result.stdout
     assert "torch" not in imported_modules(result.stderr)
+
+
+@pytest.mark.parametrize(("overrides", "message"), EARLY_REFUSALS, ids=[" ".join(o) for o, _ in EARLY_REFUSALS])
+def test_bad_value_is_refused_before_torch_is_imported(tmp_path: Path, overrides: list[str], message: str) -> None:
+    result = run_train_py(*overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, importtime=True)
+    assert_refused_before_torch(result, message)
 
 
 # Each built-in model's own table spec, read before torch: its row check, or its columns.
@@ -38,6 +72,13 @@ def test_bad_data_file_of_each_built_in_model_is_refused_before_torch_is_importe
         f"model={model}", f"data.path={csv}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, importtime=True
     )
     assert_refused_before_torch(result, message)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_before_torch_is_imported(tmp_path: Path) -> None:
+    garbage = tmp_path / "last.ckpt"
+    garbage.write_text("not a checkpoint")
+    result = run_train_py(f"ckpt_path={garbage}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, importtime=True)
+    assert_refused_before_torch(result, f"ckpt_path={garbage}: not a readable checkpoint")
 
 
 def test_a_missing_data_file_of_a_users_model_is_refused_before_torch_is_imported(tmp_path: Path) -> None:
