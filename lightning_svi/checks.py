@@ -1,91 +1,231 @@
-"""Check a composed config before anything heavy is imported.
+"""Check a composed config, and a built-in model's data file, before anything heavy is imported.
 
 Each check names the key, the value it got and what is allowed, so that a typo costs the
-user a second, not a stack trace from deep inside Pyro or Lightning.
+user a second, not a stack trace from deep inside Pyro or Lightning. What only torch can tell
+(a user's own model: its options and its data file; what a checkpoint holds; whether a GPU is
+there) is checked once training has imported it.
 """
 
 from __future__ import annotations
 
-import math
+import importlib.util
+import re
+import zipfile
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_svi.data.table import read_table, require_file
 from lightning_svi.errors import ConfigError
+from lightning_svi.models.specs import BUILTIN_MODELS, ModelSpec
+from lightning_svi.requirements import (
+    Requirement,
+    is_number,
+    require_bool,
+    require_choice,
+    require_int,
+    require_non_negative,
+    require_options,
+    require_positive,
+)
 
 ESTIMATOR_NAMES = ("TraceEnum_ELBO", "Trace_ELBO", "TraceGraph_ELBO", "TraceMeanField_ELBO")
-GUIDE_KINDS = ("full", "empty", "delta", "normal", "diag_normal", "lowrank")
 COMPILE_BACKENDS = ("inductor", "fx")
 FULL_BATCH_GUIDES = ("diag_normal", "lowrank")
-OPTIMIZER_NAMES = ("Adam", "AdamW", "ClippedAdam", "SGD", "RMSprop")
-SCHEDULER_NAMES = ("none", "exponential", "cosine")
+# Lightning's accelerator names; whether the machine has one is known only once torch is imported.
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+_INIT_SCALE: dict[str, Requirement] = {"init_scale": require_positive}
+# The options each guide kind takes from the config; ``full`` is the model's own guide (none for the built-in ones).
+GUIDE_OPTIONS: dict[str, Mapping[str, Requirement]] = {
+    "full": {},
+    "empty": {},
+    "delta": {},
+    "normal": _INIT_SCALE,
+    "diag_normal": _INIT_SCALE,
+    "lowrank": {**_INIT_SCALE, "rank": partial(require_int, minimum=1, optional=True)},
+}
+GUIDE_KINDS = tuple(GUIDE_OPTIONS)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _require_betas(key: str, value: Any) -> None:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(is_number(b) and 0 <= b < 1 for b in value)):
+        raise ConfigError(f"{key}={value!r}: must be two numbers in [0, 1), e.g. [0.9,0.999].")
 
 
-def _require_positive(key: str, value: Any, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not _is_number(value) or value <= 0:
-        raise ConfigError(f"{key}={value!r}: must be a number > 0" + (" or null" if optional else "") + ".")
+def _require_decay(key: str, value: Any) -> None:
+    if not is_number(value) or not 0 < value <= 1:
+        raise ConfigError(f"{key}={value!r}: must be a number in (0, 1].")
 
 
-def _require_int(key: str, value: Any, minimum: int, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}" + (" or null" if optional else "") + ".")
+_OPTIMIZER_OPTION_REQUIREMENTS: dict[str, Requirement] = {
+    "betas": _require_betas,
+    "eps": require_non_negative,
+    "weight_decay": require_non_negative,
+    "amsgrad": require_bool,
+    "clip_norm": require_positive,
+    "lrd": require_positive,
+    "momentum": require_non_negative,
+    "dampening": require_non_negative,
+    "nesterov": require_bool,
+    "alpha": require_non_negative,
+    "centered": require_bool,
+}
+# The options (besides the learning rates) that each optimizer of ``optim.OPTIMIZERS`` takes from the config.
+OPTIMIZER_OPTIONS: dict[str, dict[str, Requirement]] = {
+    name: {option: _OPTIMIZER_OPTION_REQUIREMENTS[option] for option in options}
+    for name, options in {
+        "Adam": ("betas", "eps", "weight_decay", "amsgrad"),
+        "AdamW": ("betas", "eps", "weight_decay", "amsgrad"),
+        "ClippedAdam": ("betas", "eps", "weight_decay", "clip_norm", "lrd"),
+        "SGD": ("momentum", "dampening", "weight_decay", "nesterov"),
+        "RMSprop": ("alpha", "eps", "weight_decay", "momentum", "centered"),
+    }.items()
+}
+SCHEDULER_OPTIONS: dict[str, dict[str, Requirement]] = {
+    "none": {},
+    "exponential": {"gamma": _require_decay},
+    "cosine": {"eta_min": require_non_negative},
+}
 
 
-def _require_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r}: unknown; allowed values are {', '.join(allowed)}.")
+def _options(node: Any, *exclude: str) -> dict[str, Any]:
+    """A config node's keys and plain values, without ``exclude`` and Hydra's own ``_target_``-style keys."""
+    values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    return {key: value for key, value in values.items() if key not in exclude and not re.fullmatch(r"_\w+_", str(key))}
 
 
-def check_optim(optim: DictConfig) -> None:
-    _require_choice("optim.name", optim.name, OPTIMIZER_NAMES)
-    _require_positive("optim.lr", optim.lr)
-    _require_positive("optim.theta_lr", optim.get("theta_lr"), optional=True)
-    _require_positive("optim.phi_lr", optim.get("phi_lr"), optional=True)
-    scheduler = optim.get("scheduler")
+def unimportable_model(target: str, reason: str) -> ConfigError:
+    """Also raised by ``load_model_class``, for what only importing can find (a missing module inside a package)."""
+    return ConfigError(
+        f"model._target_={target}: cannot be imported ({reason}). Give a dotted path to an SVIModel "
+        "subclass importable from the folder you run train.py in, or from an installed package."
+    )
+
+
+def nothing_to_train(model_name: str) -> ConfigError:
+    """Also raised by ``build_guide``, for a user's model: whether it has θ is known once it is built."""
+    return ConfigError(
+        f"guide=empty with model={model_name}: nothing to train, the model has no parameters θ and the "
+        "empty guide has no φ; use guide=full, guide=normal or guide=delta."
+    )
+
+
+def check_model(model: DictConfig) -> ModelSpec | None:
+    """The spec of a built-in model with its options checked; None for a user's model (checked once imported)."""
+    if OmegaConf.is_missing(model, "_target_") or not isinstance(model.get("_target_"), str):
+        raise ConfigError(
+            "model._target_ is not set: with model=custom give the dotted path of your SVIModel subclass, "
+            "e.g. model._target_=my_package.MyModel."
+        )
+    target = model._target_
+    spec = BUILTIN_MODELS.get(target)
+    if spec is not None:
+        require_options("model", _options(model), spec.options, f"model={spec.name}")
+        return spec
+    if target.startswith("lightning_svi."):
+        names = "|".join(builtin.name for builtin in BUILTIN_MODELS.values())
+        raise ConfigError(
+            f"model._target_={target}: not a built-in model; choose one with model={names}, "
+            "or your own with model=custom model._target_=my_package.MyModel."
+        )
+    # Finding the top-level package runs none of its code (which may import torch).
+    package = target.split(".")[0]
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise unimportable_model(target, f"No module named {package!r}")
+    return None
+
+
+def check_guide(guide: DictConfig, model: ModelSpec | None) -> None:
+    require_choice("guide.kind", guide.kind, GUIDE_KINDS)
+    if guide.kind == "full" and model is None:
+        return  # a user's own full guide may take options of its own
+    require_options("guide", _options(guide, "kind"), GUIDE_OPTIONS[guide.kind], f"guide={guide.kind}")
+    if guide.kind == "empty" and model is not None and not model.has_parameters:
+        raise nothing_to_train(model.name)
+
+
+def check_scheduler(scheduler: Any) -> None:
     if scheduler is None:
         return
     if not isinstance(scheduler, Mapping):
         raise ConfigError(
             f"optim.scheduler={scheduler!r}: must be null or a mapping such as {{name: exponential, gamma: 0.1}}."
         )
-    _require_choice("optim.scheduler.name", scheduler.get("name", "none"), SCHEDULER_NAMES)
-    if scheduler.get("name", "none") == "exponential":
-        gamma = scheduler.get("gamma")
-        if not _is_number(gamma) or not 0 < gamma <= 1:
-            raise ConfigError(f"optim.scheduler.gamma={gamma!r}: must be a number in (0, 1].")
+    name = scheduler.get("name", "none")
+    require_choice("optim.scheduler.name", name, tuple(SCHEDULER_OPTIONS))
+    if name == "none":
+        return  # nothing is built, so nothing reads the other keys
+    require_options("optim.scheduler", _options(scheduler, "name"), SCHEDULER_OPTIONS[name], f"the {name} schedule")
+    if name == "exponential" and "gamma" not in scheduler:
+        raise ConfigError("optim.scheduler.name=exponential: needs optim.scheduler.gamma, a number in (0, 1].")
+
+
+def check_optim(optim: DictConfig) -> None:
+    require_choice("optim.name", optim.name, tuple(OPTIMIZER_OPTIONS))
+    require_positive("optim.lr", optim.lr)
+    require_positive("optim.theta_lr", optim.get("theta_lr"), optional=True)
+    require_positive("optim.phi_lr", optim.get("phi_lr"), optional=True)
+    check_scheduler(optim.get("scheduler"))
+    options = _options(optim, "name", "lr", "theta_lr", "phi_lr", "scheduler")
+    require_options("optim", options, OPTIMIZER_OPTIONS[optim.name], f"optim.name={optim.name}")
 
 
 def check_elbo(elbo: DictConfig) -> None:
-    _require_choice("elbo.name", elbo.name, ESTIMATOR_NAMES)
-    _require_int("elbo.num_particles", elbo.num_particles, 1)
-    _require_int("elbo.max_plate_nesting", elbo.get("max_plate_nesting"), 0, optional=True)
-    vectorize = elbo.get("vectorize_particles", False)
-    if not isinstance(vectorize, bool):
-        raise ConfigError(f"elbo.vectorize_particles={vectorize!r}: must be true or false.")
+    require_choice("elbo.name", elbo.name, ESTIMATOR_NAMES)
+    require_int("elbo.num_particles", elbo.num_particles, 1)
+    require_int("elbo.max_plate_nesting", elbo.get("max_plate_nesting"), 0, optional=True)
+    require_bool("elbo.vectorize_particles", elbo.get("vectorize_particles", False))
+
+
+def _require_devices(value: Any) -> None:
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    if (
+        value == "auto"
+        or (isinstance(value, int) and not isinstance(value, bool) and (value >= 1 or value == -1))
+        or (isinstance(value, str) and value.strip() != "0" and re.fullmatch(r"\s*(-1|\d+(\s*,\s*\d+)*,?)\s*", value))
+        or (isinstance(value, list) and value and all(isinstance(index, int) and index >= 0 for index in value))
+    ):
+        return
+    raise ConfigError(
+        f"trainer.devices={value!r}: must be auto, a number of devices >= 1 (-1: all of them), "
+        "or a list of device indices such as [0,1]."
+    )
 
 
 def check_trainer(trainer: DictConfig) -> None:
-    _require_int("trainer.max_steps", trainer.max_steps, 1)
-    _require_int("trainer.log_every_n_steps", trainer.get("log_every_n_steps", 10), 1)
+    require_int("trainer.max_steps", trainer.max_steps, 1)
+    require_int("trainer.log_every_n_steps", trainer.get("log_every_n_steps", 10), 1)
+    accelerator = trainer.get("accelerator", "auto")
+    if not isinstance(accelerator, Mapping):  # a mapping names an Accelerator class for Hydra to build
+        require_choice("trainer.accelerator", accelerator, ACCELERATORS)
+    _require_devices(trainer.get("devices", "auto"))
+    require_int("trainer.num_nodes", trainer.get("num_nodes", 1), 1)
 
 
-def check_data(data: DictConfig) -> None:
-    _require_int("data.batch_size", data.get("batch_size"), 1, optional=True)
-    _require_int("data.seed", data.get("seed", 0), 0)
-    _require_int("data.num_workers", data.get("num_workers", 0), 0)
+def check_data(data: DictConfig, model: ModelSpec | None) -> None:
+    require_int("data.batch_size", data.get("batch_size"), 1, optional=True)
+    require_int("data.seed", data.get("seed", 0), 0)
+    require_int("data.num_workers", data.get("num_workers", 0), 0)
     path = data.get("path")
     if path is not None and not isinstance(path, str):
         raise ConfigError(f"data.path={path!r}: must be a path to a CSV file, or null for the synthetic data.")
+    synthetic = data.get("synthetic")
+    if synthetic is not None and not isinstance(synthetic, Mapping):
+        raise ConfigError(
+            f"data.synthetic={synthetic!r}: must be null or a mapping of options of the model's synthetic data, "
+            "e.g. data.synthetic={num_groups:100}."
+        )
+    if synthetic is not None and model is not None:
+        require_options("data.synthetic", _options(synthetic), model.synthetic, f"model={model.name}'s synthetic data")
 
 
 def check_checkpoint_path(path: Any) -> None:
@@ -95,29 +235,30 @@ def check_checkpoint_path(path: Any) -> None:
         raise ConfigError(
             f"ckpt_path={path!r}: no such checkpoint file; pass a checkpoints/last.ckpt of an earlier run, or null."
         )
-
-
-def check_model(model: DictConfig) -> None:
-    if OmegaConf.is_missing(model, "_target_") or not isinstance(model.get("_target_"), str):
+    # torch.save writes a zip archive; what it holds is checked when torch loads it.
+    if not zipfile.is_zipfile(path):
         raise ConfigError(
-            "model._target_ is not set: with model=custom give the dotted path of your SVIModel subclass, "
-            "e.g. model._target_=my_package.MyModel."
+            f"ckpt_path={path}: not a readable checkpoint (not the zip archive torch.save writes). "
+            "Pass a checkpoints/last.ckpt written by lightning-svi."
         )
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value in ``cfg`` that training could not use."""
-    _require_int("seed", cfg.seed, 0)
-    check_model(cfg.model)
-    _require_choice("guide.kind", cfg.guide.kind, GUIDE_KINDS)
+    require_int("seed", cfg.seed, 0)
+    model = check_model(cfg.model)
+    check_guide(cfg.guide, model)
     check_optim(cfg.optim)
     check_elbo(cfg.elbo)
     check_trainer(cfg.trainer)
-    check_data(cfg.data)
-    _require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
-    _require_choice("compile.backend", cfg.compile.backend, COMPILE_BACKENDS)
-    _require_int("tensorboard.image_every_n_steps", cfg.tensorboard.image_every_n_steps, 1, optional=True)
-    _require_int("progress_bar_refresh_rate", cfg.get("progress_bar_refresh_rate", 10), 0)
+    check_data(cfg.data, model)
+    require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
+    require_bool("compile.enabled", cfg.compile.enabled)
+    require_choice("compile.backend", cfg.compile.backend, COMPILE_BACKENDS)
+    require_int("tensorboard.image_every_n_steps", cfg.tensorboard.image_every_n_steps, 1, optional=True)
+    require_int("progress_bar_refresh_rate", cfg.get("progress_bar_refresh_rate", 10), 0)
+    require_bool("validate_every_step", cfg.get("validate_every_step", False))
+    require_bool("rank_dumps", cfg.get("rank_dumps", False))
     check_checkpoint_path(cfg.get("ckpt_path"))
     if cfg.data.get("batch_size") is not None and cfg.guide.kind in FULL_BATCH_GUIDES:
         raise ConfigError(
@@ -125,3 +266,20 @@ def check_config(cfg: DictConfig) -> None:
             "into one vector and cannot follow a minibatch; use guide=normal, guide=delta or guide=full, "
             "or data.batch_size=null."
         )
+
+
+def read_data_file(cfg: DictConfig) -> dict[str, list[float]] | None:
+    """The columns of ``data.path`` for a built-in model, read and checked now, before torch is imported.
+
+    None without a data file. None also for a user's own model once its file is known to exist: its
+    table spec lives in its class, which imports torch, so ``load_data`` checks the file's content then.
+    """
+    path = cfg.data.get("path")
+    if path is None:
+        return None
+    target = cfg.model._target_
+    spec = BUILTIN_MODELS.get(target)
+    if spec is None:
+        require_file(Path(path), f"the columns of {target}.table")
+        return None
+    return read_table(Path(path), spec.table)

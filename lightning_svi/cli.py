@@ -10,7 +10,7 @@ from typing import NoReturn
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from lightning_svi.checks import check_config
+from lightning_svi.checks import check_config, read_data_file
 from lightning_svi.errors import UserInputError
 
 EXIT_BAD_INPUT = 2
@@ -29,9 +29,10 @@ def run(cfg: DictConfig) -> float | None:
         sys.path.insert(0, os.getcwd())
     try:
         check_config(cfg)
+        table = read_data_file(cfg)
     except UserInputError as error:
         _fail(str(error), EXIT_BAD_INPUT)
-    # Heavy imports (torch, Pyro, Lightning) only once the config is known to be sound.
+    # Heavy imports (torch, Pyro, Lightning) only once the config and the data file are known to be sound.
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from lightning_svi.callbacks import TrainingDiverged
@@ -39,7 +40,7 @@ def run(cfg: DictConfig) -> float | None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        summary = train(cfg, run_dir)
+        summary = train(cfg, run_dir, table)
     except UserInputError as error:
         _fail(str(error), EXIT_BAD_INPUT)
     except TrainingDiverged as error:

@@ -11,7 +11,7 @@ from pyro import poutine
 from pyro.infer import autoguide
 from pyro.nn import PyroModule
 
-from lightning_svi.errors import ConfigError
+from lightning_svi.checks import nothing_to_train
 from lightning_svi.models.base import SVIModel
 
 
@@ -36,6 +36,8 @@ def _autoguide(cls: type, follows_minibatch: bool) -> Callable[..., PyroModule]:
         if follows_minibatch:
             # Local latents follow the model's minibatch indices instead of drawing their own.
             options["create_plates"] = model.data_plate
+        if "init_scale" in options:  # Pyro refuses an int, as in guide.init_scale=1
+            options["init_scale"] = float(options["init_scale"])
         return cls(poutine.block(model, hide_fn=is_enumerated), **options)
 
     return build
@@ -55,8 +57,5 @@ GUIDES: dict[str, Callable[..., PyroModule]] = {
 def build_guide(kind: str, model: SVIModel, **options: object) -> PyroModule:
     """The guide of kind ``kind`` (a key of ``GUIDES``) for ``model``."""
     if kind == "empty" and not any(True for _ in model.parameters()):
-        raise ConfigError(
-            f"guide=empty with model={model.name}: nothing to train, the model has no parameters θ and the "
-            "empty guide has no φ; use guide=full, guide=normal or guide=delta."
-        )
+        raise nothing_to_train(model.name)
     return GUIDES[kind](model, **options)

@@ -96,16 +96,18 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: 
     return callbacks
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """Fit ``cfg`` and write TensorBoard events, checkpoints and ``summary.json`` under ``run_dir``.
 
-    Returns the summary (``summary["final"]["elbo"]`` is what a sweeper maximises).
+    ``table`` holds the columns of ``data.path`` where the caller has read and checked them already
+    (``train.py`` does so before importing torch). Returns the summary (``summary["final"]["elbo"]``
+    is what a sweeper maximises).
     """
     run_dir = Path(run_dir)
     reset_global_state(cfg.seed)
     model_class = load_model_class(cfg.model._target_)
     synthetic = OmegaConf.to_container(cfg.data.synthetic, resolve=True) if cfg.data.get("synthetic") else None
-    data = load_data(model_class, cfg.data.path, cfg.data.seed, synthetic)
+    data = load_data(model_class, cfg.data.path, cfg.data.seed, synthetic, table)
     datamodule = TensorDataModule(data, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed)
     module = build_module(cfg, datamodule)
     full_data = datamodule.full_batch()

@@ -36,17 +36,24 @@ def train_in_process(tmp_path: Path) -> Callable[..., dict[str, Any]]:
     return run
 
 
-def run_train_py(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python train.py ARGS`` as a user types it, from ``cwd``."""
+def run_train_py(*args: str, cwd: Path, timeout: float = 300, importtime: bool = False) -> subprocess.CompletedProcess:
+    """``python train.py ARGS`` as a user types it, from ``cwd``; with ``importtime``, under
+    ``python -X importtime``, which lists every module imported on stderr (see ``imported_modules``)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *QUIET, *args],
+        [sys.executable, *(["-X", "importtime"] if importtime else []), str(REPO / "train.py"), *QUIET, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """The modules that ``python -X importtime`` reported on ``stderr``."""
+    lines = [line for line in stderr.splitlines() if line.startswith("import time:")]
+    return {line.rsplit("|", 1)[-1].strip() for line in lines[1:]}  # the first line is the header
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_scalars, read_summary, run_train_py
+from tests.conftest import imported_modules, read_scalars, read_summary, run_train_py
 
 
 def test_train_py_writes_the_run_folder_and_resumes(tmp_path: Path) -> None:
@@ -55,10 +55,11 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize(("overrides", "message"), BAD_CONFIGS, ids=[o[0] for o, _ in BAD_CONFIGS])
 def test_bad_config_exits_2_with_a_one_line_reason(tmp_path: Path, overrides: list[str], message: str) -> None:
-    result = run_train_py(*overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run_train_py(*overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, importtime=True)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    assert "torch" not in imported_modules(result.stderr)
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
@@ -73,15 +74,16 @@ BAD_FILES = [
 
 
 @pytest.mark.parametrize(("content", "message"), BAD_FILES, ids=[m for _, m in BAD_FILES])
-def test_bad_csv_exits_2_before_training(tmp_path: Path, content: str | None, message: str) -> None:
+def test_bad_csv_exits_2_before_torch_is_imported(tmp_path: Path, content: str | None, message: str) -> None:
     csv = tmp_path / "counts.csv"
     if content is not None:
         csv.write_text(content)
-    result = run_train_py(f"data.path={csv}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run_train_py(f"data.path={csv}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, importtime=True)
     assert result.returncode == 2
     assert message in result.stderr
     assert f"data.path={csv}" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    assert "torch" not in imported_modules(result.stderr)
     assert not (tmp_path / "run" / "tensorboard").exists()
 
 

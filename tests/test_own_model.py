@@ -113,3 +113,16 @@ def test_a_bad_model_target_exits_2_with_a_reason(user_folder: Path, overrides: 
     assert result.returncode == 2, result.stderr[-3000:]
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_bad_data_file_of_a_users_model_is_refused_once_its_class_is_imported(user_folder: Path) -> None:
+    # The table spec lives in the user's class, which imports torch: this check comes after the heavy imports.
+    csv = user_folder / "counts.csv"
+    csv.write_text("count\n3\n-1\n")
+    result = run_train_py(
+        "model=custom", "model._target_=my_models.counts.PoissonGamma", f"data.path={csv}",
+        f"hydra.run.dir={user_folder / 'run'}", cwd=user_folder,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"data.path={csv}, line 3, column count: '-1' is not allowed" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_svi.models.vae import NUM_PIXELS, VAE
+from lightning_svi.models.specs import NUM_PIXELS
+from lightning_svi.models.vae import VAE
 from tests.conftest import read_scalars
 
 

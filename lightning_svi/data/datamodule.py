@@ -137,8 +137,21 @@ class TensorDataModule(pl.LightningDataModule):
         )
 
 
-def load_data(model_class: type[SVIModel], path: str | None, seed: int, synthetic: dict | None = None) -> Batch:
-    """The CSV file at ``path`` checked against the model's table spec, or the model's synthetic data."""
+def load_data(
+    model_class: type[SVIModel],
+    path: str | None,
+    seed: int,
+    synthetic: dict | None = None,
+    table: dict[str, list[float]] | None = None,
+) -> Batch:
+    """The CSV file at ``path`` checked against the model's table spec, or the model's synthetic data.
+
+    ``table`` is the file's columns where they were read already: ``train.py`` reads a built-in model's
+    file before importing torch. A user's own model keeps its spec in its class, which imports torch,
+    so its file is read and checked only here.
+    """
     if path is None:
         return model_class.synthetic_data(seed, **(synthetic or {}))
-    return model_class.data_from_table(read_table(Path(path), model_class.table))
+    if table is None:
+        table = read_table(Path(path), model_class.table)
+    return model_class.data_from_table(table)

@@ -54,12 +54,17 @@ def _parse_number(text: str, spec: TableSpec) -> float | None:
     return value
 
 
+def require_file(path: Path, expected: str) -> None:
+    """Raise ``DataError`` unless ``path`` is a file; ``expected`` says what it should hold."""
+    if not path.is_file():
+        raise DataError(f"data.path={path}: no such file. Expected a CSV file with {expected}.")
+
+
 def read_table(path: str | Path, spec: TableSpec) -> dict[str, list[float]]:
     """Read ``path`` into one list per column of ``spec``, or raise ``DataError`` saying what is wrong."""
     path = Path(path)
     where = f"data.path={path}"
-    if not path.is_file():
-        raise DataError(f"{where}: no such file. Expected a CSV file with {spec.describe()}.")
+    require_file(path, spec.describe())
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:

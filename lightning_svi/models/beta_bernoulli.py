@@ -18,7 +18,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
-from lightning_svi.data.table import RowCheck, TableSpec
+from lightning_svi.models import specs
 from lightning_svi.models.base import Batch, SVIModel
 from lightning_svi.models.beta_binomial import log_beta
 
@@ -40,11 +40,9 @@ def beta_bernoulli_log_evidence(outcomes: torch.Tensor, alpha: torch.Tensor, bet
 class BetaBernoulli(SVIModel):
     """N coin flips sharing one Beta(α, β) rate; θ = (α, β)."""
 
-    name = "beta_bernoulli"
+    name = specs.BETA_BERNOULLI.name
     plate_name = "flips"
-    table = TableSpec(
-        columns=("outcome",), row_checks=(RowCheck("outcome is 0 or 1", lambda row: row["outcome"] <= 1),)
-    )
+    table = specs.BETA_BERNOULLI.table
 
     def __init__(self, num_data: int, alpha_init: float = 1.0, beta_init: float = 1.0) -> None:
         super().__init__(num_data)

@@ -21,7 +21,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
-from lightning_svi.data.table import RowCheck, TableSpec
+from lightning_svi.models import specs
 from lightning_svi.models.base import Batch, SVIModel
 
 
@@ -41,12 +41,9 @@ def beta_binomial_log_evidence(
 class BetaBinomial(SVIModel):
     """Grouped binomial counts with Beta(α, β) rates; θ = (α, β)."""
 
-    name = "beta_binomial"
+    name = specs.BETA_BINOMIAL.name
     plate_name = "groups"
-    table = TableSpec(
-        columns=("successes", "trials"),
-        row_checks=(RowCheck("successes <= trials", lambda row: row["successes"] <= row["trials"]),),
-    )
+    table = specs.BETA_BINOMIAL.table
 
     def __init__(self, num_data: int, alpha_init: float = 1.0, beta_init: float = 1.0) -> None:
         super().__init__(num_data)

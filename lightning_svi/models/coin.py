@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
-from lightning_svi.data.table import RowCheck, TableSpec
+from lightning_svi.models import specs
 from lightning_svi.models.base import Batch, SVIModel
 from lightning_svi.models.beta_bernoulli import BetaGuide, beta_bernoulli_log_evidence, beta_bernoulli_posterior
 
@@ -24,9 +24,9 @@ from lightning_svi.models.beta_bernoulli import BetaGuide, beta_bernoulli_log_ev
 class Coin(SVIModel):
     """Bernoulli flips of one coin with a Beta prior on its fairness; θ is empty."""
 
-    name = "coin"
+    name = specs.COIN.name
     plate_name = "flips"
-    table = TableSpec(columns=("flip",), row_checks=(RowCheck("flip is 0 or 1", lambda row: row["flip"] <= 1),))
+    table = specs.COIN.table
 
     def __init__(self, num_data: int, prior_heads: float = 10.0, prior_tails: float = 10.0) -> None:
         super().__init__(num_data)

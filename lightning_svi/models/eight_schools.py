@@ -25,11 +25,10 @@ import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
-from lightning_svi.data.table import RowCheck, TableSpec
-from lightning_svi.errors import ConfigError
+from lightning_svi.models import specs
 from lightning_svi.models.base import Batch, SVIModel
+from lightning_svi.requirements import require_choice
 
-PARAMETERIZATIONS = ("centered", "non_centered")
 EFFECTS = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
 STANDARD_ERRORS = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
 
@@ -37,24 +36,15 @@ STANDARD_ERRORS = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
 class EightSchools(SVIModel):
     """Hierarchical normal model of per-school effects ``y`` with known standard errors ``sigma``."""
 
-    name = "eight_schools"
+    name = specs.EIGHT_SCHOOLS.name
     plate_name = "schools"
-    table = TableSpec(
-        columns=("y", "sigma"),
-        integer=False,
-        non_negative=False,
-        row_checks=(RowCheck("sigma > 0", lambda row: row["sigma"] > 0),),
-    )
+    table = specs.EIGHT_SCHOOLS.table
 
     def __init__(
         self, num_data: int, parameterization: str = "non_centered", mu_scale: float = 5.0, tau_scale: float = 5.0
     ) -> None:
         super().__init__(num_data)
-        if parameterization not in PARAMETERIZATIONS:
-            raise ConfigError(
-                f"model.parameterization={parameterization!r}: unknown; allowed values are "
-                f"{', '.join(PARAMETERIZATIONS)}."
-            )
+        require_choice("model.parameterization", parameterization, specs.PARAMETERIZATIONS)
         self.parameterization = parameterization
         self.mu_scale = float(mu_scale)
         self.tau_scale = float(tau_scale)

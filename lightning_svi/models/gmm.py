@@ -24,7 +24,7 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from pyro.ops.indexing import Vindex
 
-from lightning_svi.data.table import TableSpec
+from lightning_svi.models import specs
 from lightning_svi.models.base import Batch, SVIModel
 
 if TYPE_CHECKING:
@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 class GaussianMixture(SVIModel):
     """One-dimensional mixture of K Gaussians with a shared scale; no θ (every global is latent)."""
 
-    name = "gmm"
+    name = specs.GAUSSIAN_MIXTURE.name
     plate_name = "points"
-    table = TableSpec(columns=("x",), integer=False, non_negative=False)
+    table = specs.GAUSSIAN_MIXTURE.table
 
     def __init__(self, num_data: int, num_components: int = 3, prior_scale: float = 10.0) -> None:
         super().__init__(num_data)

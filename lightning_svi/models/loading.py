@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hydra.utils import get_class
 
+from lightning_svi.checks import unimportable_model
 from lightning_svi.errors import ConfigError
 from lightning_svi.models.base import SVIModel
 
@@ -13,11 +14,7 @@ def load_model_class(target: str) -> type[SVIModel]:
     try:
         model_class = get_class(target)
     except Exception as error:  # Hydra wraps import failures of every kind in its own errors
-        reason = str(error.__cause__ or error).splitlines()[0]
-        raise ConfigError(
-            f"model._target_={target}: cannot be imported ({reason}). Give a dotted path to an SVIModel "
-            "subclass importable from the folder you run train.py in, or from an installed package."
-        ) from None
+        raise unimportable_model(target, str(error.__cause__ or error).splitlines()[0]) from None
     if not (isinstance(model_class, type) and issubclass(model_class, SVIModel)):
         raise ConfigError(
             f"model._target_={target}: is not a subclass of lightning_svi.models.base.SVIModel; a model must "

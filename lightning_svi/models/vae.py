@@ -18,10 +18,8 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from lightning_svi.data.table import TableSpec
+from lightning_svi.models import specs
 from lightning_svi.models.base import Batch, SVIModel
-
-NUM_PIXELS = 64
 
 
 def _network(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
@@ -31,15 +29,15 @@ def _network(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
 class VAE(SVIModel):
     """Bernoulli pixels from a ``latent_dim``-dimensional Normal latent through a decoder network (θ)."""
 
-    name = "vae"
+    name = specs.VAE.name
     plate_name = "images"
-    table = TableSpec(columns=tuple(f"pixel_{position}" for position in range(NUM_PIXELS)))
+    table = specs.VAE.table
 
     def __init__(self, num_data: int, latent_dim: int = 2, hidden_dim: int = 64) -> None:
         super().__init__(num_data)
         self.latent_dim = int(latent_dim)
         self.hidden_dim = int(hidden_dim)
-        self.decoder = _network(self.latent_dim, self.hidden_dim, NUM_PIXELS)
+        self.decoder = _network(self.latent_dim, self.hidden_dim, specs.NUM_PIXELS)
 
     @classmethod
     def synthetic_data(cls, seed: int, num_images: int = 2000, true_latent_dim: int = 2) -> Batch:
@@ -47,7 +45,7 @@ class VAE(SVIModel):
         generator = torch.Generator().manual_seed(seed)
         latent = torch.randn(num_images, true_latent_dim, generator=generator)
         first = 2.0 * torch.randn(true_latent_dim, 32, generator=generator)
-        second = 1.5 * torch.randn(32, NUM_PIXELS, generator=generator)
+        second = 1.5 * torch.randn(32, specs.NUM_PIXELS, generator=generator)
         logits = torch.tanh(latent @ first) @ second
         return {"pixels": torch.bernoulli(torch.sigmoid(logits), generator=generator)}
 
@@ -73,7 +71,7 @@ class VAEEncoder(PyroModule):
     def __init__(self, model: VAE) -> None:
         super().__init__()
         self._data_plate = model.data_plate
-        self.encoder = _network(NUM_PIXELS, model.hidden_dim, 2 * model.latent_dim)
+        self.encoder = _network(specs.NUM_PIXELS, model.hidden_dim, 2 * model.latent_dim)
 
     def forward(self, batch: Batch) -> None:
         loc, log_scale = self.encoder(batch["pixels"]).chunk(2, dim=-1)

@@ -1,0 +1,93 @@
+"""Bad input that ``train.py`` refuses before torch is imported: exit 2, one line, and no ``torch`` among
+the modules ``python -X importtime`` saw imported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import imported_modules, run_train_py
+
+# One case per check; the message is what the user reads after "lightning-svi: error: ".
+EARLY_REFUSALS = [
+    (["model.alpha_init=-1"], "model.alpha_init=-1: must be a number > 0."),
+    (["+model.alpha_inti=2"], "model.alpha_inti=2: not an option of model=beta_binomial; its options are alpha_init"),
+    (["model=eight_schools", "model.parameterization=funnel"], "model.parameterization='funnel': unknown"),
+    (
+        ["model._target_=lightning_svi.models.coin.Coni"],
+        "model._target_=lightning_svi.models.coin.Coni: not a built-in",
+    ),
+    (
+        ["model=custom", "model._target_=no_such_package.Model"],
+        "cannot be imported (No module named 'no_such_package')",
+    ),
+    (["model=coin", "guide=empty"], "guide=empty with model=coin: nothing to train"),
+    (["guide=normal", "guide.kind=delta"], "guide.init_scale=0.1: not an option of guide=delta; it takes none."),
+    (["guide=lowrank", "guide.rank=0"], "guide.rank=0: must be an integer >= 1 or null."),
+    (["optim.name=SGD"], "optim.betas=[0.9, 0.999]: not an option of optim.name=SGD; its options are momentum"),
+    (["optim=sgd", "optim.momentum=-0.5"], "optim.momentum=-0.5: must be a number >= 0."),
+    (["optim.scheduler.name=cosine"], "optim.scheduler.gamma=0.1: not an option of the cosine schedule"),
+    (["trainer.devices=0"], "trainer.devices=0: must be auto, a number of devices >= 1"),
+    (["trainer.accelerator=gpus"], "trainer.accelerator='gpus': unknown; allowed values are auto, cpu"),
+    (["trainer=ddp_cpu", "trainer.num_nodes=0"], "trainer.num_nodes=0: must be an integer >= 1."),
+    (["data.synthetic={num_grups:10}"], "data.synthetic.num_grups=10: not an option of model=beta_binomial's"),
+    (["data.synthetic={num_groups:0}"], "data.synthetic.num_groups=0: must be an integer >= 1."),
+    (["data.synthetic=5"], "data.synthetic=5: must be null or a mapping"),
+    (["compile.enabled=yes"], "compile.enabled='yes': must be true or false."),
+]
+
+
+def assert_refused_before_torch(result, message: str) -> None:
+    assert result.returncode == 2, result.stderr[-3000:]
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("lightning-svi: error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], error_lines
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "torch" not in imported_modules(result.stderr)
+
+
+@pytest.mark.parametrize(("overrides", "message"), EARLY_REFUSALS, ids=[" ".join(o) for o, _ in EARLY_REFUSALS])
+def test_bad_value_is_refused_before_torch_is_imported(tmp_path: Path, overrides: list[str], message: str) -> None:
+    result = run_train_py(*overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, importtime=True)
+    assert_refused_before_torch(result, message)
+
+
+# Each built-in model's own table spec, read before torch: its row check, or its columns.
+BAD_FILES = [
+    ("beta_bernoulli", "outcome\n1\n2\n", "line 3: outcome=2 violates outcome is 0 or 1"),
+    ("coin", "heads\n1\n", "missing column(s) flip"),
+    ("gmm", "x\n0.5\noops\n", "line 3, column x: 'oops' is not allowed"),
+    ("eight_schools", "y,sigma\n28,15\n8,0\n", "line 3: y=8, sigma=0 violates sigma > 0"),
+    ("vae", ",".join(f"pixel_{i}" for i in range(64)) + "\n" + ",".join(["0"] * 63 + ["2"]), "every pixel is 0 or 1"),
+]
+
+
+@pytest.mark.parametrize(("model", "content", "message"), BAD_FILES, ids=[case[0] for case in BAD_FILES])
+def test_bad_data_file_of_each_built_in_model_is_refused_before_torch_is_imported(
+    tmp_path: Path, model: str, content: str, message: str
+) -> None:
+    csv = tmp_path / "data.csv"
+    csv.write_text(content)
+    result = run_train_py(
+        f"model={model}", f"data.path={csv}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, importtime=True
+    )
+    assert_refused_before_torch(result, message)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_before_torch_is_imported(tmp_path: Path) -> None:
+    garbage = tmp_path / "last.ckpt"
+    garbage.write_text("not a checkpoint")
+    result = run_train_py(f"ckpt_path={garbage}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, importtime=True)
+    assert_refused_before_torch(result, f"ckpt_path={garbage}: not a readable checkpoint")
+
+
+def test_a_missing_data_file_of_a_users_model_is_refused_before_torch_is_imported(tmp_path: Path) -> None:
+    # Only the file's existence: its columns are in the model's class, which imports torch.
+    (tmp_path / "my_models").mkdir()
+    (tmp_path / "my_models" / "__init__.py").write_text("")
+    missing = tmp_path / "absent.csv"
+    result = run_train_py(
+        "model=custom", "model._target_=my_models.counts.PoissonGamma", f"data.path={missing}",
+        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, importtime=True,
+    )  # fmt: skip
+    assert_refused_before_torch(result, f"data.path={missing}: no such file")
