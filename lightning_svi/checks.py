@@ -73,16 +73,18 @@ _OPTIMIZER_OPTION_REQUIREMENTS: dict[str, Requirement] = {
     "nesterov": require_bool,
     "alpha": require_non_negative,
     "centered": require_bool,
+    "foreach": require_bool,
+    "fused": require_bool,
 }
 # The options (besides the learning rates) that each optimizer of ``optim.OPTIMIZERS`` takes from the config.
 OPTIMIZER_OPTIONS: dict[str, dict[str, Requirement]] = {
     name: {option: _OPTIMIZER_OPTION_REQUIREMENTS[option] for option in options}
     for name, options in {
-        "Adam": ("betas", "eps", "weight_decay", "amsgrad"),
-        "AdamW": ("betas", "eps", "weight_decay", "amsgrad"),
+        "Adam": ("betas", "eps", "weight_decay", "amsgrad", "fused", "foreach"),
+        "AdamW": ("betas", "eps", "weight_decay", "amsgrad", "fused", "foreach"),
         "ClippedAdam": ("betas", "eps", "weight_decay", "clip_norm", "lrd"),
-        "SGD": ("momentum", "dampening", "weight_decay", "nesterov"),
-        "RMSprop": ("alpha", "eps", "weight_decay", "momentum", "centered"),
+        "SGD": ("momentum", "dampening", "weight_decay", "nesterov", "fused", "foreach"),
+        "RMSprop": ("alpha", "eps", "weight_decay", "momentum", "centered", "foreach"),
     }.items()
 }
 SCHEDULER_OPTIONS: dict[str, dict[str, Requirement]] = {
