@@ -16,6 +16,7 @@ from lightning_svi.compiled import CompiledSVIStep, CompileError
 from lightning_svi.distributed import mean_over_ranks, seed_ranks_apart
 from lightning_svi.estimators import LogProbs
 from lightning_svi.models.base import Batch, SVIModel
+from lightning_svi.observed_steps import count_step, steps_this_batch
 from lightning_svi.optim import build_optimizer, build_scheduler
 from lightning_svi.params import side_parameters
 
@@ -48,6 +49,8 @@ class SVIModule(pl.LightningModule):
         scheduler: dict[str, Any] | None = None,
         validate_every_step: bool = False,
         compile_backend: str | None = None,
+        compile_steps_per_batch: int = 1,
+        observed_every: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         self.svi = estimator(model, guide)
@@ -58,6 +61,8 @@ class SVIModule(pl.LightningModule):
         self.validate_every_step = validate_every_step
         self.compile_backend = compile_backend
         self.compiled_step: CompiledSVIStep | None = None
+        self.compile_steps_per_batch = compile_steps_per_batch
+        self.observed_every = observed_every  # checkpoint and picture intervals (see observed_steps)
         # The step applies its own update: Lightning's closure machinery for automatic optimization
         # costs about as much as a small model's backward pass.
         self.automatic_optimization = False
@@ -98,7 +103,7 @@ class SVIModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self.compiled_step is not None:
-            loss, traces = self.compiled_step(batch)
+            loss, traces = self._compiled_steps(batch)
         else:
             loss = self.svi(batch)
             self.manual_backward(loss)
@@ -110,6 +115,20 @@ class SVIModule(pl.LightningModule):
             self.last_loss, self.last_traces = mean_over_ranks(self.trainer.strategy, self.last_loss, self.last_traces)
         self._update()
         return loss
+
+    def _compiled_steps(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
+        """Steps up to the next observed one on ``batch`` (full-batch data); all but the last are
+        applied here by the torch optimizer itself, the last by ``_update`` like any step."""
+        optimizer = self.optimizers().optimizer
+        scheduler = self.lr_schedulers()
+        for _ in range(steps_this_batch(self.trainer, self.observed_every, self.compile_steps_per_batch) - 1):
+            self.compiled_step(batch)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+            count_step(self.trainer)
+        return self.compiled_step(batch)
 
     def _update(self) -> None:
         """One optimizer step (through Lightning's optimizer, which counts it and runs the hooks)."""

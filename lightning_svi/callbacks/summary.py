@@ -67,7 +67,8 @@ class RunSummary(pl.Callback):
         self.started_at = time.perf_counter()
         self.first_step_at: float | None = None
         self.last_step_at: float | None = None
-        self.steps_timed = 0
+        self.steps_before_timing = 0  # a resumed run starts counting at its checkpoint's step
+        self.steps_timed = 0  # optimizer steps, not batches: compiled mode runs several per batch
         self.summary: dict[str, Any] | None = None  # what was last written, for other callbacks to read
 
     def on_train_batch_start(
@@ -75,12 +76,13 @@ class RunSummary(pl.Callback):
     ) -> None:
         if self.first_step_at is None:
             self.first_step_at = time.perf_counter()
+            self.steps_before_timing = trainer.global_step
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self.last_step_at = time.perf_counter()
-        self.steps_timed += 1
+        self.steps_timed = trainer.global_step - self.steps_before_timing
         if is_logging_step(trainer) and pl_module.last_traces is not None:
             traces = pl_module.last_traces
             loss, log_p, log_q = as_floats([pl_module.last_loss, traces.log_p, traces.log_q])
