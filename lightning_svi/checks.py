@@ -246,11 +246,11 @@ def check_checkpoint_path(path: Any) -> None:
 
 
 def check_steps_per_batch(steps: Any, batch_size: Any) -> None:
-    require_int("compile.steps_per_batch", steps, 1, optional=True)
+    require_int("steps_per_batch", steps, 1, optional=True)
     if steps is not None and steps > 1 and batch_size is not None:
         raise ConfigError(
-            f"compile.steps_per_batch={steps} with data.batch_size={batch_size}: several steps on one batch "
-            "would reuse a minibatch; use compile.steps_per_batch=1 (or null), or data.batch_size=null."
+            f"steps_per_batch={steps} with data.batch_size={batch_size}: several steps on one batch "
+            "would reuse a minibatch; use steps_per_batch=1 (or null), or data.batch_size=null."
         )
 
 
@@ -266,7 +266,7 @@ def check_config(cfg: DictConfig) -> None:
     require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
     require_bool("compile.enabled", cfg.compile.enabled)
     require_choice("compile.backend", cfg.compile.backend, COMPILE_BACKENDS)
-    check_steps_per_batch(cfg.compile.get("steps_per_batch"), cfg.data.get("batch_size"))
+    check_steps_per_batch(cfg.get("steps_per_batch"), cfg.data.get("batch_size"))
     require_int("tensorboard.image_every_n_steps", cfg.tensorboard.image_every_n_steps, 1, optional=True)
     require_int("progress_bar_refresh_rate", cfg.get("progress_bar_refresh_rate", 10), 0)
     require_bool("validate_every_step", cfg.get("validate_every_step", False))

@@ -16,7 +16,7 @@ from lightning_svi.compiled import CompiledSVIStep, CompileError
 from lightning_svi.distributed import mean_over_ranks, seed_ranks_apart
 from lightning_svi.estimators import LogProbs
 from lightning_svi.models.base import Batch, SVIModel
-from lightning_svi.observed_steps import count_step, steps_this_batch
+from lightning_svi.observed_steps import count_step, resolve_steps_per_batch, steps_this_batch
 from lightning_svi.optim import build_optimizer, build_scheduler
 from lightning_svi.params import side_parameters
 
@@ -49,7 +49,7 @@ class SVIModule(pl.LightningModule):
         scheduler: dict[str, Any] | None = None,
         validate_every_step: bool = False,
         compile_backend: str | None = None,
-        compile_steps_per_batch: int = 1,
+        steps_per_batch: int | None = None,
         observed_every: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
@@ -61,7 +61,8 @@ class SVIModule(pl.LightningModule):
         self.validate_every_step = validate_every_step
         self.compile_backend = compile_backend
         self.compiled_step: CompiledSVIStep | None = None
-        self.compile_steps_per_batch = compile_steps_per_batch
+        self.steps_per_batch_option = steps_per_batch
+        self.steps_per_batch = 1  # decided in setup, once the number of processes is known
         self.observed_every = observed_every  # checkpoint and picture intervals (see observed_steps)
         # The step applies its own update: Lightning's closure machinery for automatic optimization
         # costs about as much as a small model's backward pass.
@@ -94,6 +95,9 @@ class SVIModule(pl.LightningModule):
         # Pyro's per-step argument and support checks cost about as much as a small model's step.
         pyro.enable_validation(self.validate_every_step)
         seed_ranks_apart(self.trainer.global_rank, self.trainer.world_size)
+        datamodule = self.trainer.datamodule
+        full_batch = datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
+        self.steps_per_batch = resolve_steps_per_batch(self.steps_per_batch_option, self.trainer.world_size, full_batch)
         if self.compile_backend is not None:
             if self.trainer.world_size > 1:
                 raise CompileError("compile.enabled=true runs on one process; use compile.enabled=false with DDP.")
@@ -102,12 +106,7 @@ class SVIModule(pl.LightningModule):
             self.compiled_step = CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        if self.compiled_step is not None:
-            loss, traces = self._compiled_steps(batch)
-        else:
-            loss = self.svi(batch)
-            self.manual_backward(loss)
-            traces = self.estimator.last_traces
+        loss, traces = self._steps_up_to_observed(batch)
         # Kept for the callbacks and the progress bar; no self.log here: its per-step bookkeeping
         # costs more than a small model's whole step.
         self.last_loss, self.last_traces = loss.detach(), traces
@@ -116,19 +115,29 @@ class SVIModule(pl.LightningModule):
         self._update()
         return loss
 
-    def _compiled_steps(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
-        """Steps up to the next observed one on ``batch`` (full-batch data); all but the last are
-        applied here by the torch optimizer itself, the last by ``_update`` like any step."""
+    def _loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
+        if self.compiled_step is not None:
+            return self.compiled_step(batch)
+        loss = self.svi(batch)
+        self.manual_backward(loss)
+        return loss, self.estimator.last_traces
+
+    def _steps_up_to_observed(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
+        """The steps on ``batch`` up to the next one that a callback observes (see ``observed_steps``).
+        All but the last are applied here by the torch optimizer itself, the last by ``_update``
+        like any step; a non-finite loss ends the batch at once, so the guard names its step."""
         optimizer = self.optimizers().optimizer
         scheduler = self.lr_schedulers()
-        for _ in range(steps_this_batch(self.trainer, self.observed_every, self.compile_steps_per_batch) - 1):
-            self.compiled_step(batch)
+        for _ in range(steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch) - 1):
+            loss, traces = self._loss_and_gradients(batch)
+            if not torch.isfinite(loss):
+                return loss, traces
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
             count_step(self.trainer)
-        return self.compiled_step(batch)
+        return self._loss_and_gradients(batch)
 
     def _update(self) -> None:
         """One optimizer step (through Lightning's optimizer, which counts it and runs the hooks)."""

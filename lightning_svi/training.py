@@ -70,17 +70,9 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> SVIModule:
         scheduler=scheduler,
         validate_every_step=cfg.validate_every_step,
         compile_backend=cfg.compile.backend if cfg.compile.enabled else None,
-        compile_steps_per_batch=compile_steps_per_batch(cfg),
+        steps_per_batch=cfg.get("steps_per_batch"),
         observed_every=tuple(n for n in (cfg.checkpoint.every_n_steps, cfg.tensorboard.image_every_n_steps) if n),
     )
-
-
-def compile_steps_per_batch(cfg: DictConfig) -> int:
-    """``compile.steps_per_batch``, or when null 10 for full-batch data and 1 for minibatches
-    (each step needs a batch of its own)."""
-    if cfg.compile.get("steps_per_batch") is not None:
-        return cfg.compile.steps_per_batch
-    return 10 if cfg.data.batch_size is None else 1
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: dict) -> list[pl.Callback]:

@@ -65,21 +65,3 @@ def test_a_model_that_branches_on_a_sample_is_refused_with_a_clear_message(train
 def test_inductor_backend_trains(train_in_process) -> None:
     summary = train_in_process("trainer.max_steps=50", "compile.enabled=true", "compile.backend=inductor")
     assert summary["status"] == "completed" and math.isfinite(summary["final"]["elbo"])
-
-
-def test_several_steps_per_batch_take_the_same_steps_and_log_the_same_ones(train_in_process, tmp_path: Path) -> None:
-    """Steps between observed ones run inside one Lightning batch: the same updates (bit for bit),
-    the same logged steps and checkpoints, the steps counted in ``global_step`` and the rate."""
-    run = ["model=beta_bernoulli", "trainer.max_steps=53", "trainer.log_every_n_steps=5", "checkpoint.every_n_steps=20",
-           "compile.enabled=true", "compile.backend=fx"]  # fmt: skip
-    one = train_in_process(*run, "compile.steps_per_batch=1", run_dir=tmp_path / "one")
-    seven = train_in_process(*run, "compile.steps_per_batch=7", run_dir=tmp_path / "seven")
-    assert seven["steps"] == one["steps"] == 53
-    assert seven["theta"] == one["theta"] and seven["phi"] == one["phi"]
-    assert seven["final"]["elbo"] == one["final"]["elbo"]
-    logged = [step for step, _ in read_scalars(tmp_path / "seven")["train/elbo"]]
-    assert logged == [step for step, _ in read_scalars(tmp_path / "one")["train/elbo"]]
-    assert logged == [1, *range(5, 51, 5), 53]
-    checkpoint = torch.load(tmp_path / "seven" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert checkpoint["global_step"] == 53
-    assert seven["timing"]["steps_per_second"] > 0

@@ -25,9 +25,10 @@ class EvidenceLogger(pl.Callback):
         # Moved to the training device once, not on every logging step.
         self.full_data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
 
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        # θ before the update: the one the step's ELBO was estimated at, so that the gap compares like with like.
         self._log_evidence = None
         if is_logging_step(trainer, trainer.global_step + 1):
             self._log_evidence = log_evidence(pl_module, self.full_data)

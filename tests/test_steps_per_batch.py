@@ -1,0 +1,40 @@
+"""Several SVI steps per Lightning batch (``steps_per_batch``): the same run, bit for bit, seen by
+the callbacks at the same steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import read_scalars, run_train_py
+
+RUN = ["model=beta_bernoulli", "trainer.max_steps=53", "trainer.log_every_n_steps=5", "checkpoint.every_n_steps=20"]
+LOGGED = ["train/elbo", "trace/log_p", "theta/alpha", "phi/qa", "grad_norm/theta", "evidence/log_evidence",
+          "evidence/gap"]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", [[], ["compile.enabled=true", "compile.backend=fx"]], ids=["eager", "compiled"])
+def test_several_steps_per_batch_take_the_same_steps_and_log_the_same_values(
+    train_in_process, tmp_path: Path, mode: list[str]
+) -> None:
+    one = train_in_process(*RUN, *mode, "steps_per_batch=1", run_dir=tmp_path / "one")
+    seven = train_in_process(*RUN, *mode, "steps_per_batch=7", run_dir=tmp_path / "seven")
+    assert seven["steps"] == one["steps"] == 53
+    assert seven["theta"] == one["theta"] and seven["phi"] == one["phi"]
+    assert seven["final"] == one["final"]
+    scalars_one, scalars_seven = read_scalars(tmp_path / "one"), read_scalars(tmp_path / "seven")
+    for tag in LOGGED:
+        assert scalars_seven[tag] == scalars_one[tag], tag
+    assert [step for step, _ in scalars_seven["train/elbo"]] == [1, *range(5, 51, 5), 53]
+    checkpoint = torch.load(tmp_path / "seven" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 53  # written at the end, between two intervals of 20
+    assert seven["timing"]["steps_per_second"] > 0
+
+
+def test_several_steps_per_minibatch_are_refused_before_training(tmp_path: Path) -> None:
+    result = run_train_py("steps_per_batch=5", "data.batch_size=10", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "steps_per_batch=5 with data.batch_size=10" in result.stderr
+    assert "use steps_per_batch=1 (or null), or data.batch_size=null" in result.stderr
