@@ -14,14 +14,16 @@ the data module guarantees.
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from unittest import mock
 
 import pyro.util
 import torch
+import torch._inductor
 from pyro.infer import ELBO
 from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -37,6 +39,18 @@ class CompileError(UserInputError):
     """The model or guide cannot be traced into a static graph."""
 
 
+_masked_select = torch.Tensor.masked_select
+
+
+def _dice_masked_select(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Dice's expectation (``pyro.infer.util``) masks its factors and costs alike, then dots them:
+    zeros in place of the masked entries give the same dot product (and gradient) in a tensor of
+    fixed size, which the compiler can fuse; a value-dependent size splits the graph."""
+    if sys._getframe(1).f_globals.get("__name__") == "pyro.infer.util":
+        return torch.where(mask, tensor, 0).reshape(-1)
+    return _masked_select(tensor, mask)
+
+
 @contextmanager
 def _pyro_static_tracing() -> Iterator[None]:
     """Skip Pyro's value-dependent checks while tracing: they ask whether torch.jit is tracing
@@ -45,17 +59,16 @@ def _pyro_static_tracing() -> Iterator[None]:
         mock.patch.object(torch._C, "_get_tracing_state", lambda: True),
         mock.patch.object(pyro.util, "torch_isnan", lambda value: False),
         mock.patch.object(pyro.util, "torch_isinf", lambda value: False),
+        mock.patch.object(torch.Tensor, "masked_select", _dice_masked_select),
     ):
         yield
 
 
-def _inductor(graph: torch.fx.GraphModule) -> Any:
-    """The graph compiled by inductor as one piece. Traced under Pyro's jit-tracing branches, Dice
-    masks its expectations with ``masked_select``, whose output size depends on values; by default
-    dynamo splits the graph at each one (≈ 2.3× slower on the beta-Bernoulli) unless it may
-    capture such ops."""
-    compiled = torch.compile(graph, dynamic=False)
-    return torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True)(compiled)
+def _inductor(graph: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+    """The graph compiled by inductor directly, without dynamo: its guard checks on every call cost
+    as much as the compiled step of a small model. Compiled for the shapes and dtypes of
+    ``example_inputs``, which every batch of the data module shares."""
+    return torch._inductor.compile(graph, example_inputs)
 
 
 class CompiledSVIStep:
@@ -68,6 +81,7 @@ class CompiledSVIStep:
         self.names = [name for name, _ in trained]
         self.parameters = [parameter for _, parameter in trained]
         values = [parameter.detach() for parameter in self.parameters]
+        started = time.perf_counter()
         try:
             with _pyro_static_tracing():
                 graph = make_fx(lambda values, batch: self._loss_gradients_and_log_probs(values, batch))(
@@ -80,13 +94,12 @@ class CompiledSVIStep:
                 "the values of its data or samples, or changes its sites from step to step. "
                 "Train it with compile.enabled=false."
             ) from None
-        self.graph = _inductor(graph) if backend == "inductor" else graph
-        started = time.perf_counter()
-        self(example_batch)  # compiles now, so that training steps are timed without it
-        self.compile_seconds = time.perf_counter() - started
+        self.graph = _inductor(graph, [values, example_batch]) if backend == "inductor" else graph
+        self(example_batch)  # a first call, so that training steps are timed without any warm-up
+        self.compile_seconds = time.perf_counter() - started  # tracing, compiling, first call
 
     def _loss_gradients_and_log_probs(self, values: list[torch.Tensor], batch: Batch) -> tuple[Any, ...]:
-        inputs = [value.requires_grad_() for value in values]
+        inputs = [value.detach().requires_grad_() for value in values]  # the callers' tensors keep no grad
         loss = torch.func.functional_call(self.svi, dict(zip(self.names, inputs, strict=True)), (batch,))
         gradients = torch.autograd.grad(loss, inputs, allow_unused=True)
         gradients = [torch.zeros_like(value) if g is None else g for value, g in zip(inputs, gradients, strict=True)]
