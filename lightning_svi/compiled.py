@@ -71,22 +71,44 @@ def _inductor(graph: torch.fx.GraphModule, example_inputs: list[Any]) -> Callabl
     return torch._inductor.compile(graph, example_inputs)
 
 
-class CompiledSVIStep:
-    """Loss, gradients of θ and φ, and per-site log p / log q of one SVI step, as one graph."""
+def updates_in_graph(optimizer: torch.optim.Optimizer | None) -> bool:
+    """Whether the graph can apply ``optimizer``'s update itself: torch's fused Adam (the default),
+    whose state layout the graph reads and writes in place."""
+    return type(optimizer) is torch.optim.Adam and all(
+        group["fused"] and not group["amsgrad"] and not group["maximize"] for group in optimizer.param_groups
+    )
 
-    def __init__(self, svi: nn.Module, estimator: ELBO, example_batch: Batch, backend: str = "inductor") -> None:
+
+class CompiledSVIStep:
+    """Loss, gradients of θ and φ, and per-site log p / log q of one SVI step, as one graph; with
+    torch's fused Adam, the graph can also apply the update (``update=True``), reading and writing
+    the optimizer's own state, so that steps no callback observes need no optimizer call."""
+
+    def __init__(
+        self,
+        svi: nn.Module,
+        estimator: ELBO,
+        example_batch: Batch,
+        backend: str = "inductor",
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
         self.svi = svi
         self.estimator = estimator
         trained = [(name, parameter) for name, parameter in svi.named_parameters() if parameter.requires_grad]
         self.names = [name for name, _ in trained]
         self.parameters = [parameter for _, parameter in trained]
-        values = [parameter.detach() for parameter in self.parameters]
+        self.optimizer = optimizer if updates_in_graph(optimizer) else None
+        if self.optimizer is not None:
+            _initialise_adam_state(self.optimizer)
+            group_of = {
+                id(p): index for index, group in enumerate(self.optimizer.param_groups) for p in group["params"]
+            }
+            self.groups = [group_of[id(parameter)] for parameter in self.parameters]
         started = time.perf_counter()
+        inputs = self._inputs(example_batch, update=False)
         try:
             with _pyro_static_tracing():
-                graph = make_fx(lambda values, batch: self._loss_gradients_and_log_probs(values, batch))(
-                    values, example_batch
-                )
+                graph = make_fx(self._step)(*inputs)
         except Exception as error:
             raise CompileError(
                 f"compile.enabled=true: the model and guide could not be traced into a static graph "
@@ -94,21 +116,70 @@ class CompiledSVIStep:
                 "the values of its data or samples, or changes its sites from step to step. "
                 "Train it with compile.enabled=false."
             ) from None
-        self.graph = _inductor(graph, [values, example_batch]) if backend == "inductor" else graph
+        self.graph = _inductor(graph, list(inputs)) if backend == "inductor" else graph
         self(example_batch)  # a first call, so that training steps are timed without any warm-up
         self.compile_seconds = time.perf_counter() - started  # tracing, compiling, first call
 
-    def _loss_gradients_and_log_probs(self, values: list[torch.Tensor], batch: Batch) -> tuple[Any, ...]:
+    def _inputs(self, batch: Batch, update: bool) -> tuple[Any, ...]:
+        values = [parameter.detach() for parameter in self.parameters]
+        if self.optimizer is None:
+            return values, batch
+        states = [self.optimizer.state[parameter] for parameter in self.parameters]
+        groups = self.optimizer.param_groups
+        rates = torch.tensor([group["lr"] for group in groups], dtype=torch.float32, device=values[0].device)
+        flag = torch.tensor(float(update), device=values[0].device)
+        moments = [(state["exp_avg"], state["exp_avg_sq"], state["step"]) for state in states]
+        return values, moments, rates, flag, batch
+
+    def _step(self, values: list[torch.Tensor], *rest: Any) -> tuple[Any, ...]:
+        batch = rest[-1]
         inputs = [value.detach().requires_grad_() for value in values]  # the callers' tensors keep no grad
         loss = torch.func.functional_call(self.svi, dict(zip(self.names, inputs, strict=True)), (batch,))
         gradients = torch.autograd.grad(loss, inputs, allow_unused=True)
         gradients = [torch.zeros_like(value) if g is None else g for value, g in zip(inputs, gradients, strict=True)]
+        if self.optimizer is not None:
+            moments, rates, flag, _ = rest
+            self._adam(values, gradients, moments, rates, flag)
         traces = self.estimator.last_traces
         return loss.detach(), gradients, traces.log_p_sites, traces.log_q_sites
 
-    def __call__(self, batch: Batch) -> tuple[torch.Tensor, ComputedLogProbs]:
-        """The loss and log-probs of one step on ``batch``; the gradients land in each parameter's ``.grad``."""
-        loss, gradients, log_p_sites, log_q_sites = self.graph([p.detach() for p in self.parameters], batch)
-        for parameter, gradient in zip(self.parameters, gradients, strict=True):
-            parameter.grad = gradient
+    def _adam(self, values: list[torch.Tensor], gradients: list[torch.Tensor], moments: list, rates, flag) -> None:
+        """torch's Adam update, in place where ``flag`` is 1, left as it was where it is 0."""
+        apply = flag > 0
+        for value, gradient, (exp_avg, exp_avg_sq, step), index in zip(
+            values, gradients, moments, self.groups, strict=True
+        ):
+            group = self.optimizer.param_groups[index]
+            (beta1, beta2), eps, weight_decay = group["betas"], group["eps"], group["weight_decay"]
+            gradient = gradient + weight_decay * value if weight_decay else gradient
+            new_step = step + flag
+            new_exp_avg = exp_avg.lerp(gradient, 1 - beta1)
+            new_exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * gradient * gradient
+            bias_correction1 = 1 - beta1**new_step
+            bias_correction2 = 1 - beta2**new_step
+            denominator = new_exp_avg_sq.sqrt() / bias_correction2.sqrt() + eps
+            new_value = value - rates[index] / bias_correction1 * new_exp_avg / denominator
+            value.copy_(torch.where(apply, new_value, value))
+            exp_avg.copy_(torch.where(apply, new_exp_avg, exp_avg))
+            exp_avg_sq.copy_(torch.where(apply, new_exp_avg_sq, exp_avg_sq))
+            step.copy_(new_step)
+
+    def __call__(self, batch: Batch, update: bool = False) -> tuple[torch.Tensor, ComputedLogProbs]:
+        """The loss and log-probs of one step on ``batch``. Without ``update`` the gradients land in
+        each parameter's ``.grad`` for the optimizer; with it the graph applies the update itself."""
+        loss, gradients, log_p_sites, log_q_sites = self.graph(*self._inputs(batch, update))
+        if not update:
+            for parameter, gradient in zip(self.parameters, gradients, strict=True):
+                parameter.grad = gradient
         return loss, ComputedLogProbs(log_p_sites, log_q_sites)
+
+
+def _initialise_adam_state(optimizer: torch.optim.Optimizer) -> None:
+    """The state torch's fused Adam creates at its first step, created now for the graph to trace."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            state = optimizer.state[parameter]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=parameter.device)
+                state["exp_avg"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)

@@ -98,12 +98,16 @@ class SVIModule(pl.LightningModule):
         datamodule = self.trainer.datamodule
         full_batch = datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
         self.steps_per_batch = resolve_steps_per_batch(self.steps_per_batch_option, self.trainer.world_size, full_batch)
+        if self.compile_backend is not None and self.trainer.world_size > 1:
+            raise CompileError("compile.enabled=true runs on one process; use compile.enabled=false with DDP.")
+
+    def on_train_start(self) -> None:
+        # Traced here, once the optimizer (and a resumed run's state) exists: the graph may apply its update.
         if self.compile_backend is not None:
-            if self.trainer.world_size > 1:
-                raise CompileError("compile.enabled=true runs on one process; use compile.enabled=false with DDP.")
             example = next(iter(self.trainer.datamodule.train_dataloader()))
-            example = {name: tensor.to(device) for name, tensor in example.items()}
-            self.compiled_step = CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend)
+            example = {name: tensor.to(self.device) for name, tensor in example.items()}
+            optimizer = self.optimizers().optimizer
+            self.compiled_step = CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend, optimizer)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss, traces = self._steps_up_to_observed(batch)
@@ -126,18 +130,27 @@ class SVIModule(pl.LightningModule):
         """The steps on ``batch`` up to the next one that a callback observes (see ``observed_steps``).
         All but the last are applied here by the torch optimizer itself, the last by ``_update``
         like any step; a non-finite loss ends the batch at once, so the guard names its step."""
-        optimizer = self.optimizers().optimizer
         scheduler = self.lr_schedulers()
         for _ in range(steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch) - 1):
-            loss, traces = self._loss_and_gradients(batch)
+            loss, traces = self._unobserved_step(batch)
             if not torch.isfinite(loss):
                 return loss, traces
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
             count_step(self.trainer)
         return self._loss_and_gradients(batch)
+
+    def _unobserved_step(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
+        """A step no callback observes: applied inside the compiled graph where it can be, else by
+        the torch optimizer (not after a non-finite loss: that step ends the batch)."""
+        if self.compiled_step is not None and self.compiled_step.optimizer is not None:
+            return self.compiled_step(batch, update=True)
+        loss, traces = self._loss_and_gradients(batch)
+        if torch.isfinite(loss):
+            optimizer = self.optimizers().optimizer
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return loss, traces
 
     def _update(self) -> None:
         """One optimizer step (through Lightning's optimizer, which counts it and runs the hooks)."""

@@ -15,18 +15,29 @@ LOGGED = ["train/elbo", "trace/log_p", "theta/alpha", "phi/qa", "grad_norm/theta
           "evidence/gap"]  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", [[], ["compile.enabled=true", "compile.backend=fx"]], ids=["eager", "compiled"])
+def same(a: object, b: object, exact: bool) -> bool:
+    return a == b if exact else a == pytest.approx(b, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("mode", "exact"),
+    [([], True), (["compile.enabled=true", "compile.backend=fx"], False)],
+    ids=["eager", "compiled"],
+)
 def test_several_steps_per_batch_take_the_same_steps_and_log_the_same_values(
-    train_in_process, tmp_path: Path, mode: list[str]
+    train_in_process, tmp_path: Path, mode: list[str], exact: bool
 ) -> None:
+    """Eager: bit for bit. Compiled: the steps between observed ones apply Adam inside the graph,
+    the same arithmetic as torch's fused kernel up to rounding."""
     one = train_in_process(*RUN, *mode, "steps_per_batch=1", run_dir=tmp_path / "one")
     seven = train_in_process(*RUN, *mode, "steps_per_batch=7", run_dir=tmp_path / "seven")
     assert seven["steps"] == one["steps"] == 53
-    assert seven["theta"] == one["theta"] and seven["phi"] == one["phi"]
-    assert seven["final"] == one["final"]
+    for key in ("theta", "phi", "final"):
+        assert same(seven[key], one[key], exact), key
     scalars_one, scalars_seven = read_scalars(tmp_path / "one"), read_scalars(tmp_path / "seven")
     for tag in LOGGED:
-        assert scalars_seven[tag] == scalars_one[tag], tag
+        assert [step for step, _ in scalars_seven[tag]] == [step for step, _ in scalars_one[tag]], tag
+        assert same([value for _, value in scalars_seven[tag]], [value for _, value in scalars_one[tag]], exact), tag
     assert [step for step, _ in scalars_seven["train/elbo"]] == [1, *range(5, 51, 5), 53]
     checkpoint = torch.load(tmp_path / "seven" / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 53  # written at the end, between two intervals of 20
