@@ -163,6 +163,10 @@ class SVIModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[IDENTITY_KEY] = checkpoint_identity(self.model, self.guide, checkpoint["state_dict"])
+        # Runs before the checkpoint is written: the logs on disk are never behind a checkpoint, so a
+        # run killed after this write and resumed from it has no gap in its curves.
+        for logger in self.loggers:
+            logger.save()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Runs before Lightning loads the state: a mismatch is reported here, not as a size-mismatch traceback.

@@ -16,9 +16,9 @@ class BufferedTensorBoardLogger(TensorBoardLogger):
     """TensorBoard's event writer hands every event to a writer thread; waking it for each of the
     several events of a logging step (GIL hand-offs) cost more than a small model's step. Here a
     step's values wait in memory as one event and reach the writer every ``flush_seconds``, on
-    ``save`` and in ``finalize``, which Lightning calls when training ends, also after an
-    exception, so a crash loses nothing logged before it. (TensorBoard's own writer flushes
-    its file every two minutes; a killed process loses at most that.)"""
+    ``save`` (which ``SVIModule`` calls before every checkpoint is written) and in ``finalize``,
+    which Lightning calls when training ends, also after an exception, so a crash loses nothing
+    logged before it, and a killed process nothing logged before its last checkpoint."""
 
     def __init__(self, *args: Any, flush_seconds: float = 2.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
