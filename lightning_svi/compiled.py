@@ -104,11 +104,14 @@ class CompiledSVIStep:
                 id(p): index for index, group in enumerate(self.optimizer.param_groups) for p in group["params"]
             }
             self.groups = [group_of[id(parameter)] for parameter in self.parameters]
+        self._batch_names = list(example_batch)
+        self._flags = {update: torch.tensor(float(update), device=self.parameters[0].device) for update in (0, 1)}
+        self._rates: tuple[list[float], torch.Tensor] | None = None
         started = time.perf_counter()
-        inputs = self._inputs(example_batch, update=False)
+        inputs = self._flat_inputs(example_batch, update=False)
         try:
             with _pyro_static_tracing():
-                graph = make_fx(self._step)(*inputs)
+                graph = make_fx(self._flat_step)(*inputs)
         except Exception as error:
             raise CompileError(
                 f"compile.enabled=true: the model and guide could not be traced into a static graph "
@@ -120,26 +123,48 @@ class CompiledSVIStep:
         self(example_batch)  # a first call, so that training steps are timed without any warm-up
         self.compile_seconds = time.perf_counter() - started  # tracing, compiling, first call
 
-    def _inputs(self, batch: Batch, update: bool) -> tuple[Any, ...]:
-        values = [parameter.detach() for parameter in self.parameters]
-        if self.optimizer is None:
-            return values, batch
-        states = [self.optimizer.state[parameter] for parameter in self.parameters]
-        groups = self.optimizer.param_groups
-        rates = torch.tensor([group["lr"] for group in groups], dtype=torch.float32, device=values[0].device)
-        flag = torch.tensor(float(update), device=values[0].device)
-        moments = [(state["exp_avg"], state["exp_avg_sq"], state["step"]) for state in states]
-        return values, moments, rates, flag, batch
+    def _flat_inputs(self, batch: Batch, update: bool) -> list[torch.Tensor]:
+        """The graph's inputs as one flat list (no pytree work per call): θ and φ values, then with
+        Adam in the graph each parameter's moments and step, the learning rates and the update
+        flag, then the batch's columns."""
+        flat = [parameter.detach() for parameter in self.parameters]
+        if self.optimizer is not None:
+            for parameter in self.parameters:
+                state = self.optimizer.state[parameter]
+                flat += [state["exp_avg"], state["exp_avg_sq"], state["step"]]
+            flat += [self._learning_rates(), self._flags[update]]
+        return flat + list(batch.values())
 
-    def _step(self, values: list[torch.Tensor], *rest: Any) -> tuple[Any, ...]:
-        batch = rest[-1]
+    def _learning_rates(self) -> torch.Tensor:
+        """Each group's learning rate as one tensor, rebuilt only when a schedule has changed one."""
+        rates = [group["lr"] for group in self.optimizer.param_groups]
+        if self._rates is None or self._rates[0] != rates:
+            self._rates = (rates, torch.tensor(rates, dtype=torch.float32, device=self.parameters[0].device))
+        return self._rates[1]
+
+    def _flat_step(self, *flat: torch.Tensor) -> list[torch.Tensor]:
+        """``_step`` on ``_flat_inputs``, returning the loss, the gradients and the sites' log-probs
+        flat (their site names are kept for ``__call__``)."""
+        count = len(self.parameters)
+        values, rest = list(flat[:count]), flat[count:]
+        if self.optimizer is not None:
+            moments = [tuple(rest[3 * i : 3 * i + 3]) for i in range(count)]
+            rest = rest[3 * count :]
+            adam, rest = (moments, rest[0], rest[1]), rest[2:]
+        else:
+            adam = None
+        batch = dict(zip(self._batch_names, rest, strict=True))
+        loss, gradients, log_p_sites, log_q_sites = self._step(values, adam, batch)
+        self._site_names = (list(log_p_sites), list(log_q_sites))
+        return [loss, *gradients, *log_p_sites.values(), *log_q_sites.values()]
+
+    def _step(self, values: list[torch.Tensor], adam: tuple | None, batch: Batch) -> tuple[Any, ...]:
         inputs = [value.detach().requires_grad_() for value in values]  # the callers' tensors keep no grad
         loss = torch.func.functional_call(self.svi, dict(zip(self.names, inputs, strict=True)), (batch,))
         gradients = torch.autograd.grad(loss, inputs, allow_unused=True)
         gradients = [torch.zeros_like(value) if g is None else g for value, g in zip(inputs, gradients, strict=True)]
-        if self.optimizer is not None:
-            moments, rates, flag, _ = rest
-            self._adam(values, gradients, moments, rates, flag)
+        if adam is not None:
+            self._adam(values, gradients, *adam)
         traces = self.estimator.last_traces
         return loss.detach(), gradients, traces.log_p_sites, traces.log_q_sites
 
@@ -167,11 +192,15 @@ class CompiledSVIStep:
     def __call__(self, batch: Batch, update: bool = False) -> tuple[torch.Tensor, ComputedLogProbs]:
         """The loss and log-probs of one step on ``batch``. Without ``update`` the gradients land in
         each parameter's ``.grad`` for the optimizer; with it the graph applies the update itself."""
-        loss, gradients, log_p_sites, log_q_sites = self.graph(*self._inputs(batch, update))
+        out = self.graph(*self._flat_inputs(batch, update))
+        count = len(self.parameters)
         if not update:
-            for parameter, gradient in zip(self.parameters, gradients, strict=True):
+            for parameter, gradient in zip(self.parameters, out[1 : 1 + count], strict=True):
                 parameter.grad = gradient
-        return loss, ComputedLogProbs(log_p_sites, log_q_sites)
+        log_p_names, log_q_names = self._site_names
+        log_p = dict(zip(log_p_names, out[1 + count : 1 + count + len(log_p_names)], strict=True))
+        log_q = dict(zip(log_q_names, out[1 + count + len(log_p_names) :], strict=True))
+        return out[0], ComputedLogProbs(log_p, log_q)
 
 
 def _initialise_adam_state(optimizer: torch.optim.Optimizer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pyro
@@ -133,7 +134,7 @@ class SVIModule(pl.LightningModule):
         scheduler = self.lr_schedulers()
         for _ in range(steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch) - 1):
             loss, traces = self._unobserved_step(batch)
-            if not torch.isfinite(loss):
+            if not math.isfinite(loss.item()):
                 return loss, traces
             if scheduler is not None:
                 scheduler.step()
@@ -146,7 +147,7 @@ class SVIModule(pl.LightningModule):
         if self.compiled_step is not None and self.compiled_step.optimizer is not None:
             return self.compiled_step(batch, update=True)
         loss, traces = self._loss_and_gradients(batch)
-        if torch.isfinite(loss):
+        if math.isfinite(loss.item()):
             optimizer = self.optimizers().optimizer
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
