@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pyro
@@ -10,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pyro.infer import ELBO
 from pyro.nn import PyroModule
+from pytorch_lightning.core.optimizer import LightningOptimizer
 
 from lightning_svi.callbacks.logging import is_logging_step
 from lightning_svi.checkpoint_identity import IDENTITY_KEY, check_identity, checkpoint_identity
@@ -22,7 +22,7 @@ from lightning_svi.optim import build_optimizer, build_scheduler
 from lightning_svi.params import side_parameters
 
 # Never parameters, buffers or submodules, so nn.Module.__setattr__ has nothing to do for them.
-_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss", "last_traces"})
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss", "last_traces", "batch_steps"})
 
 
 class SVIModule(pl.LightningModule):
@@ -64,6 +64,7 @@ class SVIModule(pl.LightningModule):
         self.compiled_step: CompiledSVIStep | None = None
         self.steps_per_batch_option = steps_per_batch
         self.steps_per_batch = 1  # decided in setup, once the number of processes is known
+        self.batch_steps = 1  # steps the latest batch ran (for the divergence guard's message)
         self.observed_every = observed_every  # checkpoint and picture intervals (see observed_steps)
         # The step applies its own update: Lightning's closure machinery for automatic optimization
         # costs about as much as a small model's backward pass.
@@ -117,7 +118,7 @@ class SVIModule(pl.LightningModule):
         self.last_loss, self.last_traces = loss.detach(), traces
         if self.trainer.world_size > 1 and is_logging_step(self.trainer, self.trainer.global_step + 1):
             self.last_loss, self.last_traces = mean_over_ranks(self.trainer.strategy, self.last_loss, self.last_traces)
-        self._update()
+        self._update(self.optimizers())
         return loss
 
     def _loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
@@ -129,35 +130,28 @@ class SVIModule(pl.LightningModule):
 
     def _steps_up_to_observed(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
         """The steps on ``batch`` up to the next one that a callback observes (see ``observed_steps``).
-        All but the last are applied here by the torch optimizer itself, the last by ``_update``
-        like any step; a non-finite loss ends the batch at once, so the guard names its step."""
-        scheduler = self.lr_schedulers()
-        for _ in range(steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch) - 1):
-            loss, traces = self._unobserved_step(batch)
-            if not math.isfinite(loss.item()):
-                return loss, traces
-            if scheduler is not None:
-                scheduler.step()
+        All but the last are applied here, inside the compiled graph where it can, else by the torch
+        optimizer itself; the last by Lightning's optimizer like any step. No host sync: the guard
+        checks once per batch (a non-finite value stays non-finite)."""
+        self.batch_steps = steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch)
+        for _ in range(self.batch_steps - 1):
+            if self.compiled_step is not None and self.compiled_step.optimizer is not None:
+                self.compiled_step(batch, update=True)
+                self._step_schedule()
+            else:
+                self._loss_and_gradients(batch)
+                self._update(self.optimizers().optimizer)
             count_step(self.trainer)
         return self._loss_and_gradients(batch)
 
-    def _unobserved_step(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
-        """A step no callback observes: applied inside the compiled graph where it can be, else by
-        the torch optimizer (not after a non-finite loss: that step ends the batch)."""
-        if self.compiled_step is not None and self.compiled_step.optimizer is not None:
-            return self.compiled_step(batch, update=True)
-        loss, traces = self._loss_and_gradients(batch)
-        if math.isfinite(loss.item()):
-            optimizer = self.optimizers().optimizer
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        return loss, traces
-
-    def _update(self) -> None:
-        """One optimizer step (through Lightning's optimizer, which counts it and runs the hooks)."""
-        optimizer = self.optimizers()
+    def _update(self, optimizer: torch.optim.Optimizer | LightningOptimizer) -> None:
+        """One optimizer step: through Lightning's optimizer wrapper (which counts it and runs the
+        hooks) for an observed step, the torch optimizer itself for the others."""
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        self._step_schedule()
+
+    def _step_schedule(self) -> None:
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()

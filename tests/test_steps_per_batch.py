@@ -3,6 +3,7 @@ the callbacks at the same steps."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,15 @@ def test_several_steps_per_minibatch_are_refused_before_training(tmp_path: Path)
     assert result.returncode == 2
     assert "steps_per_batch=5 with data.batch_size=10" in result.stderr
     assert "use steps_per_batch=1 (or null), or data.batch_size=null" in result.stderr
+
+
+def test_divergence_inside_a_batch_is_caught_at_its_end_and_says_which_steps(train_in_process) -> None:
+    """No host sync per step: the guard checks once per batch and names the batch's steps."""
+    from lightning_svi.callbacks import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"step (\d+): .* Steps \d+-\1 ran as one batch") as raised:
+        train_in_process("optim.lr=3", "trainer.max_steps=300", "trainer.log_every_n_steps=50")
+    step = int(re.search(r"step (\d+):", str(raised.value)).group(1))
+    first = int(re.search(r"Steps (\d+)-", str(raised.value)).group(1))
+    # Step 1 alone (it is logged), then batches of 10 until the next logged step: [2-11], [12-21], ...
+    assert first == step - 9 and (step - 1) % 10 == 0

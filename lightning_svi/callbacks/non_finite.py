@@ -89,4 +89,12 @@ def _hint(trainer: pl.Trainer) -> str:
     rates = ", ".join(
         f"{group.get('name', 'group')} lr={group['lr']:g}" for group in trainer.optimizers[0].param_groups
     )
-    return f"the optimizer ran with {rates}: a smaller optim.lr usually helps."
+    hint = f"the optimizer ran with {rates}: a smaller optim.lr usually helps."
+    steps = getattr(trainer.lightning_module, "batch_steps", 1)
+    if steps > 1:
+        first = trainer.global_step - steps + 1
+        hint += (
+            f" Steps {first}-{trainer.global_step} ran as one batch and are checked together: the first "
+            "non-finite value may be earlier (steps_per_batch=1 checks every step)."
+        )
+    return hint
