@@ -107,6 +107,7 @@ class CompiledSVIStep:
         self._batch_names = list(example_batch)
         self._flags = {update: torch.tensor(float(update), device=self.parameters[0].device) for update in (0, 1)}
         self._rates: tuple[list[float], torch.Tensor] | None = None
+        self._state = self._state_tensors()
         started = time.perf_counter()
         inputs = self._flat_inputs(example_batch, update=False)
         try:
@@ -127,13 +128,19 @@ class CompiledSVIStep:
         """The graph's inputs as one flat list (no pytree work per call): θ and φ values, then with
         Adam in the graph each parameter's moments and step, the learning rates and the update
         flag, then the batch's columns."""
-        flat = [parameter.detach() for parameter in self.parameters]
+        if self.optimizer is None:
+            return [*self._state, *batch.values()]
+        return [*self._state, self._learning_rates(), self._flags[update], *batch.values()]
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        """θ, φ and (with Adam in the graph) the optimizer's moments and steps: tensors that every
+        step updates in place, so one list of them serves every call."""
+        state = [parameter.detach() for parameter in self.parameters]
         if self.optimizer is not None:
             for parameter in self.parameters:
-                state = self.optimizer.state[parameter]
-                flat += [state["exp_avg"], state["exp_avg_sq"], state["step"]]
-            flat += [self._learning_rates(), self._flags[update]]
-        return flat + list(batch.values())
+                moments = self.optimizer.state[parameter]
+                state += [moments["exp_avg"], moments["exp_avg_sq"], moments["step"]]
+        return state
 
     def _learning_rates(self) -> torch.Tensor:
         """Each group's learning rate as one tensor, rebuilt only when a schedule has changed one."""
