@@ -57,9 +57,15 @@ BETA_BINOMIAL = ModelSpec(
     },
 )
 
+
+def _binary_column(column: str) -> TableSpec:
+    """One column of 0/1 outcomes (the table of both coin-flip models)."""
+    return TableSpec(columns=(column,), row_checks=(RowCheck(f"{column} is 0 or 1", lambda row: row[column] <= 1),))
+
+
 BETA_BERNOULLI = ModelSpec(
     name="beta_bernoulli",
-    table=TableSpec(columns=("outcome",), row_checks=(RowCheck("outcome is 0 or 1", lambda row: row["outcome"] <= 1),)),
+    table=_binary_column("outcome"),
     has_parameters=True,
     options={"alpha_init": require_positive, "beta_init": require_positive},
     synthetic={"num_flips": _size, "rate": require_probability},
@@ -67,7 +73,7 @@ BETA_BERNOULLI = ModelSpec(
 
 COIN = ModelSpec(
     name="coin",
-    table=TableSpec(columns=("flip",), row_checks=(RowCheck("flip is 0 or 1", lambda row: row["flip"] <= 1),)),
+    table=_binary_column("flip"),
     has_parameters=False,
     options={"prior_heads": require_positive, "prior_tails": require_positive},
     synthetic={"heads": _count, "tails": _count},
