@@ -25,7 +25,7 @@ def test_waiting_values_are_written_by_finalize_one_event_per_step(tmp_path: Pat
     logger.add_scalars({"a": 1.0, "b": 2.0}, step=1)
     logger.add_histogram("h", torch.arange(10.0), step=1)
     logger.add_scalars({"a": 3.0}, step=2)
-    assert not list((tmp_path / "tensorboard").glob("events.*")) or not events(tmp_path)  # still waiting
+    assert events(tmp_path) == []  # the file exists (the histogram's bins opened the writer), the values wait
     logger.finalize(status)
     assert read_scalars(tmp_path) == {"a": [(1, 1.0), (2, 3.0)], "b": [(1, 2.0)]}
     assert [event.step for event in events(tmp_path)] == [1, 2]
