@@ -81,7 +81,7 @@ def updates_in_graph(optimizer: torch.optim.Optimizer | None) -> bool:
 
 class CompiledSVIStep:
     """Loss, gradients of θ and φ, and per-site log p / log q of one SVI step, as one graph; with
-    torch's fused Adam, the graph can also apply the update (``update=True``), reading and writing
+    torch's fused Adam, the graph can also apply the update (``advance``), reading and writing
     the optimizer's own state, so that steps no callback observes need no optimizer call."""
 
     def __init__(
@@ -196,18 +196,22 @@ class CompiledSVIStep:
             exp_avg_sq.copy_(torch.where(apply, new_exp_avg_sq, exp_avg_sq))
             step.copy_(new_step)
 
-    def __call__(self, batch: Batch, update: bool = False) -> tuple[torch.Tensor, ComputedLogProbs]:
-        """The loss and log-probs of one step on ``batch``. Without ``update`` the gradients land in
-        each parameter's ``.grad`` for the optimizer; with it the graph applies the update itself."""
-        out = self.graph(*self._flat_inputs(batch, update))
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, ComputedLogProbs]:
+        """The loss and log-probs of one step on ``batch``; the gradients land in each parameter's
+        ``.grad`` for the optimizer."""
+        out = self.graph(*self._flat_inputs(batch, update=False))
         count = len(self.parameters)
-        if not update:
-            for parameter, gradient in zip(self.parameters, out[1 : 1 + count], strict=True):
-                parameter.grad = gradient
+        for parameter, gradient in zip(self.parameters, out[1 : 1 + count], strict=True):
+            parameter.grad = gradient
         log_p_names, log_q_names = self._site_names
         log_p = dict(zip(log_p_names, out[1 + count : 1 + count + len(log_p_names)], strict=True))
         log_q = dict(zip(log_q_names, out[1 + count + len(log_p_names) :], strict=True))
         return out[0], ComputedLogProbs(log_p, log_q)
+
+    def advance(self, batch: Batch) -> None:
+        """One step on ``batch`` whose update the graph applies itself (Adam in the graph); nothing
+        observes it, so nothing of its outputs is kept."""
+        self.graph(*self._flat_inputs(batch, update=True))
 
 
 def _initialise_adam_state(optimizer: torch.optim.Optimizer) -> None:

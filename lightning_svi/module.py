@@ -136,7 +136,7 @@ class SVIModule(pl.LightningModule):
         self.batch_steps = steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch)
         for _ in range(self.batch_steps - 1):
             if self.compiled_step is not None and self.compiled_step.optimizer is not None:
-                self.compiled_step(batch, update=True)
+                self.compiled_step.advance(batch)
                 self._step_schedule()
             else:
                 self._loss_and_gradients(batch)
