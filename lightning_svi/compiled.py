@@ -21,15 +21,19 @@ from contextlib import contextmanager
 from typing import Any
 from unittest import mock
 
+import pyro
+import pyro.infer.util
 import pyro.util
 import torch
 import torch._inductor
 from pyro.infer import ELBO
 from torch import nn
+from torch._inductor.decomposition import select_decomp_table
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from lightning_svi.errors import UserInputError
 from lightning_svi.estimators import ComputedLogProbs
+from lightning_svi.graph_passes import hoist_elementwise_before_expand
 from lightning_svi.models.base import Batch
 
 BACKENDS = ("fx", "inductor")
@@ -47,28 +51,50 @@ def _dice_masked_select(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     zeros in place of the masked entries give the same dot product (and gradient) in a tensor of
     fixed size, which the compiler can fuse; a value-dependent size splits the graph."""
     if sys._getframe(1).f_globals.get("__name__") == "pyro.infer.util":
-        return torch.where(mask, tensor, 0).reshape(-1)
+        return torch.where(mask, tensor, 0)
     return _masked_select(tensor, mask)
+
+
+def _sum_of_products(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Dice's full dot product of two same-shaped tensors, without flattening them: a reduction over
+    the original dimensions vectorizes along the data; one over a flattened view of broadcast
+    tensors needs an index division per element and runs scalar."""
+    return (x * y).sum()
 
 
 @contextmanager
 def _pyro_static_tracing() -> Iterator[None]:
     """Skip Pyro's value-dependent checks while tracing: they ask whether torch.jit is tracing
-    (``mask.all()`` in Dice) or test tensors for NaN, which a graph cannot do."""
+    (``mask.all()`` in Dice), test tensors for NaN, or validate arguments and supports, which a
+    graph cannot do (the eager path validated the model and guide once, in setup)."""
     with (
+        pyro.validation_enabled(False),
         mock.patch.object(torch._C, "_get_tracing_state", lambda: True),
         mock.patch.object(pyro.util, "torch_isnan", lambda value: False),
         mock.patch.object(pyro.util, "torch_isinf", lambda value: False),
         mock.patch.object(torch.Tensor, "masked_select", _dice_masked_select),
+        mock.patch.object(pyro.infer.util, "_fulldot", _sum_of_products),
     ):
         yield
+
+
+def _trace(step: Callable[..., Any], inputs: list[torch.Tensor], backend: str) -> torch.fx.GraphModule:
+    """``step`` as a graph of aten ops; for inductor, of the ops its own decompositions leave (so
+    that ``hoist_elementwise_before_expand`` sees the elementwise maths inside composite ops such
+    as ``binary_cross_entropy_with_logits``), with that rewrite applied."""
+    if backend != "inductor":
+        return make_fx(step)(*inputs)
+    graph = make_fx(step, decomposition_table=select_decomp_table())(*inputs)
+    hoist_elementwise_before_expand(graph, inputs)
+    return graph
 
 
 def _inductor(graph: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
     """The graph compiled by inductor directly, without dynamo: its guard checks on every call cost
     as much as the compiled step of a small model. Compiled for the shapes and dtypes of
-    ``example_inputs``, which every batch of the data module shares."""
-    return torch._inductor.compile(graph, example_inputs)
+    ``example_inputs``, which every batch of the data module shares, so the generated code's checks
+    of its inputs' sizes and alignment are left out (they cost a tenth of a small model's step)."""
+    return torch._inductor.compile(graph, example_inputs, options={"size_asserts": False, "alignment_asserts": False})
 
 
 def updates_in_graph(optimizer: torch.optim.Optimizer | None) -> bool:
@@ -112,7 +138,7 @@ class CompiledSVIStep:
         inputs = self._flat_inputs(example_batch, update=False)
         try:
             with _pyro_static_tracing():
-                graph = make_fx(self._flat_step)(*inputs)
+                graph = _trace(self._flat_step, inputs, backend)
         except Exception as error:
             raise CompileError(
                 f"compile.enabled=true: the model and guide could not be traced into a static graph "

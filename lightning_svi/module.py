@@ -99,7 +99,9 @@ class SVIModule(pl.LightningModule):
         seed_ranks_apart(self.trainer.global_rank, self.trainer.world_size)
         datamodule = self.trainer.datamodule
         full_batch = datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
-        self.steps_per_batch = resolve_steps_per_batch(self.steps_per_batch_option, self.trainer.world_size, full_batch)
+        self.steps_per_batch = resolve_steps_per_batch(
+            self.steps_per_batch_option, self.trainer.world_size, full_batch, compiled=self.compile_backend is not None
+        )
         if self.compile_backend is not None and self.trainer.world_size > 1:
             raise CompileError("compile.enabled=true runs on one process; use compile.enabled=false with DDP.")
 

@@ -1,0 +1,100 @@
+"""Rewrites of the traced SVI step that inductor does not do itself.
+
+Pyro broadcasts a distribution's parameters to the shape of its data before it computes with
+them: ``Bernoulli(p).expand([5000])`` takes the logarithms of 5,000 copies of one ``p``. Inductor
+fuses those functions into the loop over the data, so every iteration recomputes them; for the
+beta-Bernoulli with 10 particles that was most of the step. Moving each elementwise op in front of
+the expand that feeds it computes it once per distinct value, and the loop reads the result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx import GraphModule, Node
+from torch.fx.node import map_arg
+from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+aten = torch.ops.aten
+
+
+def hoist_elementwise_before_expand(graph: GraphModule, example_inputs: Sequence[torch.Tensor]) -> int:
+    """Rewrite ``f(expand(x), ...)`` as ``expand(f(x, ...))`` for every elementwise op ``f`` whose
+    tensor inputs broadcast to fewer elements than its output; returns how many ops moved. The
+    values are the same; the shapes recorded in the graph are recomputed on ``example_inputs``."""
+    moved = 0
+    for node in list(graph.graph.nodes):
+        if not _movable(node):
+            continue
+        inputs = [arg for arg in (*node.args, *node.kwargs.values()) if _is_tensor(arg)]
+        sources = {arg: _repeated_source(arg) for arg in inputs}
+        if all(source is arg for arg, source in sources.items()):
+            continue
+        out_shape = tuple(node.meta["val"].shape)
+        try:
+            shape = torch.broadcast_shapes(*(tuple(source.meta["val"].shape) for source in sources.values()))
+        except RuntimeError:
+            continue
+        if len(shape) > len(out_shape) or math.prod(shape) >= math.prod(out_shape):
+            continue
+        with graph.graph.inserting_before(node):
+            args = tuple(sources.get(arg, arg) if isinstance(arg, Node) else arg for arg in node.args)
+            kwargs = {key: sources.get(v, v) if isinstance(v, Node) else v for key, v in node.kwargs.items()}
+            inner = graph.graph.call_function(node.target, args, kwargs)
+            inner.meta["val"] = torch.empty(shape, dtype=node.meta["val"].dtype, device="meta")
+            outer = graph.graph.call_function(aten.expand.default, (inner, list(out_shape)))
+            outer.meta["val"] = torch.empty(out_shape, dtype=node.meta["val"].dtype, device="meta")
+        node.replace_all_uses_with(outer)
+        graph.graph.erase_node(node)
+        moved += 1
+    _materialize_expanded_outputs(graph)
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    FakeTensorProp(graph, FakeTensorMode(allow_non_fake_inputs=True)).propagate(*example_inputs)
+    return moved
+
+
+def _materialize_expanded_outputs(graph: GraphModule) -> None:
+    """Outputs that the rewrite turned into expands are copied out dense: a gradient with a zero
+    stride is what an optimizer's fused kernel misreads."""
+    output = graph.graph.output_node()
+
+    def dense(result: Node) -> Node:
+        if result.target is not aten.expand.default:
+            return result
+        with graph.graph.inserting_before(output):
+            copy = graph.graph.call_function(aten.clone.default, (result,), {"memory_format": torch.contiguous_format})
+        copy.meta["val"] = result.meta["val"]
+        return copy
+
+    output.args = (map_arg(output.args[0], dense),)
+
+
+def _movable(node: Node) -> bool:
+    """A deterministic elementwise op (a random one must draw a value per element) that writes to
+    none of its inputs, whose output nobody writes to either."""
+    if node.op != "call_function" or not _is_tensor(node):
+        return False
+    tags = getattr(node.target, "tags", ())
+    if torch.Tag.pointwise not in tags or torch.Tag.nondeterministic_seeded in tags:
+        return False
+    return not _mutates(node) and not any(_mutates(user) for user in node.users)
+
+
+def _mutates(node: Node) -> bool:
+    schema = getattr(node.target, "_schema", None)
+    arguments = schema.arguments if schema is not None else ()
+    return any(argument.alias_info is not None and argument.alias_info.is_write for argument in arguments)
+
+
+def _repeated_source(node: Node) -> Node:
+    while node.op == "call_function" and node.target is aten.expand.default:
+        node = node.args[0]
+    return node
+
+
+def _is_tensor(value: object) -> bool:
+    return isinstance(value, Node) and isinstance(value.meta.get("val"), torch.Tensor)
