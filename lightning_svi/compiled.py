@@ -31,8 +31,9 @@ from torch import nn
 from torch._inductor.decomposition import select_decomp_table
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from lightning_svi.callbacks.logging import untouched_rng
 from lightning_svi.errors import UserInputError
-from lightning_svi.estimators import ComputedLogProbs
+from lightning_svi.estimators import ComputedLogProbs, StepTraces
 from lightning_svi.graph_passes import hoist_elementwise_before_expand
 from lightning_svi.models.base import Batch
 
@@ -199,6 +200,7 @@ class CompiledSVIStep:
         if adam is not None:
             self._adam(values, gradients, *adam)
         traces = self.estimator.last_traces
+        self._enumerated = traces.is_enumerated if isinstance(traces, StepTraces) else False
         return loss.detach(), gradients, traces.log_p_sites, traces.log_q_sites
 
     def _adam(self, values: list[torch.Tensor], gradients: list[torch.Tensor], moments: list, rates, flag) -> None:
@@ -232,7 +234,17 @@ class CompiledSVIStep:
         log_p_names, log_q_names = self._site_names
         log_p = dict(zip(log_p_names, out[1 + count : 1 + count + len(log_p_names)], strict=True))
         log_q = dict(zip(log_q_names, out[1 + count + len(log_p_names) :], strict=True))
-        return out[0], ComputedLogProbs(log_p, log_q)
+        sampled = (lambda: self._sampled_log_probs(batch)) if self._enumerated else None
+        return out[0], ComputedLogProbs(log_p, log_q, sampled)
+
+    def _sampled_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The sites of enumerated blocks at one posterior sample of the enumerated values, as the
+        eager path logs them (``StepTraces.log_p_sampled_sites``). The graph keeps no sample of its
+        own, so this is one eager loss evaluation, from a fresh guide sample at the parameters the
+        step left, run only when a logging step reads it; the random stream is left as it was."""
+        with untouched_rng(self.parameters[0].device):
+            self.svi(batch)  # with autograd on, which TraceEnum_ELBO requires; its loss is dropped
+            return self.estimator.last_traces.log_p_sampled_sites
 
     def advance(self, batch: Batch) -> None:
         """One step on ``batch`` whose update the graph applies itself (Adam in the graph); nothing

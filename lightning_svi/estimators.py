@@ -67,11 +67,22 @@ class LogProbs:
 
 
 class ComputedLogProbs(LogProbs):
-    """Per-site sums computed elsewhere: outputs of the compiled step's graph, or averages over DDP ranks."""
+    """Per-site sums computed elsewhere: outputs of the compiled step's graph, or averages over DDP
+    ranks; ``sampled`` computes ``log_p_sampled_sites`` when they are read."""
 
-    def __init__(self, log_p_sites: dict[str, torch.Tensor], log_q_sites: dict[str, torch.Tensor]) -> None:
+    def __init__(
+        self,
+        log_p_sites: dict[str, torch.Tensor],
+        log_q_sites: dict[str, torch.Tensor],
+        sampled: Callable[[], dict[str, torch.Tensor]] | None = None,
+    ) -> None:
         self.log_p_sites = log_p_sites
         self.log_q_sites = log_q_sites
+        self._sampled = sampled
+
+    @cached_property
+    def log_p_sampled_sites(self) -> dict[str, torch.Tensor]:
+        return self._sampled() if self._sampled is not None else {}
 
 
 class StepTraces(LogProbs):

@@ -50,11 +50,25 @@ def hoist_elementwise_before_expand(graph: GraphModule, example_inputs: Sequence
         node.replace_all_uses_with(outer)
         graph.graph.erase_node(node)
         moved += 1
+    _views_as_reshapes(graph)
     _materialize_expanded_outputs(graph)
     graph.graph.eliminate_dead_code()
     graph.recompile()
     FakeTensorProp(graph, FakeTensorMode(allow_non_fake_inputs=True)).propagate(*example_inputs)
     return moved
+
+
+def _views_as_reshapes(graph: GraphModule) -> None:
+    """Views recorded for the strides the trace had; an expand's zero strides change the layouts
+    downstream, which a view may not accept, while a reshape does (copying if it must). Only views
+    that nothing writes through, of tensors nothing writes to, so that no alias is lost."""
+    for node in graph.graph.nodes:
+        if node.target is aten.view.default and not _mutates_any(node) and not _mutates_any(node.args[0]):
+            node.target = aten.reshape.default
+
+
+def _mutates_any(node: Node) -> bool:
+    return any(_mutates(user) for user in node.users)
 
 
 def _materialize_expanded_outputs(graph: GraphModule) -> None:

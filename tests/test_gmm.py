@@ -88,8 +88,15 @@ def test_every_guide_leaves_the_enumerated_site_out(tiny: tuple, kind: str) -> N
 
 
 @pytest.mark.slow
-def test_training_recovers_the_clusters_and_saves_assignment_probabilities(train_in_process, tmp_path: Path) -> None:
-    summary = train_in_process("model=gmm", "trainer.max_steps=600", "data.synthetic={num_points: 150}")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_training_recovers_the_clusters_and_saves_assignment_probabilities(
+    train_in_process, tmp_path: Path, compiled: bool
+) -> None:
+    # Compiled, the enumerated sum over assignments is part of the inductor graph (see graph_passes).
+    compile_option = ["compile.enabled=true"] if compiled else []
+    summary = train_in_process(
+        "model=gmm", "trainer.max_steps=600", "data.synthetic={num_points: 150}", *compile_option
+    )
     assert summary["status"] == "completed"
     locs = sorted(summary["posterior"]["locs"]["mean"])
     assert locs == pytest.approx([-5.0, 0.0, 5.0], abs=0.4)
