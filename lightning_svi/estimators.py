@@ -120,13 +120,18 @@ class StepTraces(LogProbs):
             self._add(sums, name, value.detach())
 
     @cached_property
+    def _summed_out(self) -> list[tuple[list[str], torch.Tensor]]:
+        """``summed_out_log_density`` of each (model, guide) pair: the contraction is done once."""
+        return [summed_out_log_density(model_trace, guide_trace) for model_trace, guide_trace in self.pairs]
+
+    @cached_property
     def log_p_sites(self) -> dict[str, torch.Tensor]:
         """Per-site log-density sums of the model trace, one summed-out term for enumerated blocks."""
         sums: dict[str, torch.Tensor] = {}
-        for model_trace, guide_trace in self.pairs:
+        for index, (model_trace, _) in enumerate(self.pairs):
             summed_out: list[str] = []
             if self.is_enumerated:
-                summed_out, value = summed_out_log_density(model_trace, guide_trace)
+                summed_out, value = self._summed_out[index]
                 self._add(sums, marginal_site_name(summed_out), value)
             self._site_sums(model_trace, summed_out, sums)
         return sums
@@ -148,7 +153,7 @@ class StepTraces(LogProbs):
         with torch.no_grad():
             trace, particles = self.sample_enumerated()
             trace.compute_log_prob()
-        names, _ = summed_out_log_density(*self.pairs[-1])
+        names, _ = self._summed_out[-1]
         return {name: trace.nodes[name]["log_prob_sum"].detach() / particles for name in names}
 
 

@@ -14,7 +14,7 @@ import torch
 from lightning_svi.estimators import build_estimator
 from lightning_svi.guides import build_guide
 from lightning_svi.models.gmm import GaussianMixture
-from tests.conftest import read_scalars
+from tests.conftest import read_histogram_tags, read_scalars
 
 NUM_POINTS = 7
 
@@ -114,3 +114,6 @@ def test_training_recovers_the_clusters_and_saves_assignment_probabilities(
     assert {"trace/log_p/marginal(assignment,x)", "trace/log_p_sampled/assignment", "trace/log_p_sampled/x"} <= set(
         scalars
     )
+    # The guide's 3-vectors are charted element by element, without histograms.
+    assert {"phi/locs_loc/0", "phi/locs_loc/2", "phi/weights_concentration/1"} <= set(scalars)
+    assert read_histogram_tags(tmp_path / "run") == set()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lightning_svi.models.beta_binomial import BetaBinomial
-from tests.conftest import compose_config, read_scalars, read_summary
+from tests.conftest import compose_config, read_histogram_tags, read_scalars, read_summary
 
 SHORT = ["trainer.max_steps=30", "trainer.log_every_n_steps=5"]
 
@@ -76,6 +76,7 @@ def test_tensorboard_has_every_tag_and_the_elbo_identity_holds_step_by_step(trai
     assert expected <= set(scalars)
     # phi/qa has 50 elements: a histogram and its spread, no per-element scalars.
     assert {tag for tag in scalars if tag.startswith("phi/qa")} == {"phi/qa/min", "phi/qa/median", "phi/qa/max"}
+    assert read_histogram_tags(tmp_path / "run") == {"phi/qa", "phi/qb"}  # θ's scalars get none
     for tag in expected:
         assert all(math.isfinite(value) for _, value in scalars[tag]), tag
     steps = [step for step, _ in scalars["train/elbo"]]

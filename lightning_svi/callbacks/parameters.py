@@ -11,8 +11,8 @@ from lightning_svi.params import constrained_values
 
 
 class ParameterLogger(pl.Callback):
-    """``theta/<name>`` and ``phi/<name>``: a scalar per scalar parameter; for a tensor a histogram,
-    plus one scalar per element when it has at most ``max_elements``."""
+    """``theta/<name>`` and ``phi/<name>``: a scalar per scalar parameter; for a tensor one scalar per
+    element when it has at most ``max_elements``, else a histogram and its min, median and max."""
 
     def __init__(self, max_elements: int = 16) -> None:
         self.max_elements = max_elements
