@@ -33,6 +33,8 @@ def hoist_elementwise_before_expand(graph: GraphModule, example_inputs: Sequence
         sources = {arg: _repeated_source(arg) for arg in inputs}
         if all(source is arg for arg, source in sources.items()):
             continue
+        if len({arg.meta["val"].dtype for arg in inputs if arg.meta["val"].dtype != torch.bool}) > 1:
+            continue  # type promotion treats a zero-dimensional source as weaker than the expand it was
         out_shape = tuple(node.meta["val"].shape)
         try:
             shape = torch.broadcast_shapes(*(tuple(source.meta["val"].shape) for source in sources.values()))

@@ -96,3 +96,13 @@ def test_the_beta_bernoulli_step_gives_the_same_loss_and_gradients_once_hoisted(
     after = hoisted(*inputs)
     for a, b in zip(after, before, strict=True):  # loss, gradients of θ and φ, per-site log-probs
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-3)
+
+
+def test_mixed_precision_keeps_the_dtype_the_expanded_inputs_promote_to() -> None:
+    def product(a, b):  # a float64 scalar expanded beside float32 values promotes to float64
+        return a.expand(5) * b.expand(5)
+
+    a, b = torch.tensor(0.1, dtype=torch.float64), torch.tensor([0.3])
+    graph, hoisted, _ = traced_and_hoisted(product, a, b)
+    assert hoisted(a, b).dtype == graph(a, b).dtype == torch.float64
+    torch.testing.assert_close(hoisted(a, b), graph(a, b))
