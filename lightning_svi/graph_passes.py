@@ -9,8 +9,8 @@ the expand that feeds it computes it once per distinct value, and the loop reads
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -33,20 +33,16 @@ def hoist_elementwise_before_expand(graph: GraphModule, example_inputs: Sequence
         sources = {arg: _repeated_source(arg) for arg in inputs}
         if all(source is arg for arg, source in sources.items()):
             continue
-        if len({arg.meta["val"].dtype for arg in inputs if arg.meta["val"].dtype != torch.bool}) > 1:
-            continue  # type promotion treats a zero-dimensional source as weaker than the expand it was
-        out_shape = tuple(node.meta["val"].shape)
-        try:
-            shape = torch.broadcast_shapes(*(tuple(source.meta["val"].shape) for source in sources.values()))
-        except RuntimeError:
-            continue
-        if len(shape) > len(out_shape) or math.prod(shape) >= math.prod(out_shape):
-            continue
+        args = map_arg(node.args, lambda arg, sources=sources: sources.get(arg, arg))
+        kwargs = map_arg(node.kwargs, lambda arg, sources=sources: sources.get(arg, arg))
+        small = _result_on_meta(node, args, kwargs)
+        out = node.meta["val"]
+        if small is None or small.dtype != out.dtype or small.dim() > out.dim() or small.numel() >= out.numel():
+            continue  # e.g. type promotion treats a zero-dimensional source as weaker than its expand
+        out_shape = tuple(out.shape)
         with graph.graph.inserting_before(node):
-            args = tuple(sources.get(arg, arg) if isinstance(arg, Node) else arg for arg in node.args)
-            kwargs = {key: sources.get(v, v) if isinstance(v, Node) else v for key, v in node.kwargs.items()}
             inner = graph.graph.call_function(node.target, args, kwargs)
-            inner.meta["val"] = torch.empty(shape, dtype=node.meta["val"].dtype, device="meta")
+            inner.meta["val"] = small
             outer = graph.graph.call_function(aten.expand.default, (inner, list(out_shape)))
             outer.meta["val"] = torch.empty(out_shape, dtype=node.meta["val"].dtype, device="meta")
         node.replace_all_uses_with(outer)
@@ -58,6 +54,20 @@ def hoist_elementwise_before_expand(graph: GraphModule, example_inputs: Sequence
     graph.recompile()
     FakeTensorProp(graph, FakeTensorMode(allow_non_fake_inputs=True)).propagate(*example_inputs)
     return moved
+
+
+def _result_on_meta(node: Node, args: Any, kwargs: Any) -> torch.Tensor | None:
+    """``node``'s op applied to ``args`` with shapes and dtypes only; None where it does not apply."""
+
+    def meta(arg: Node) -> Any:
+        value = arg.meta.get("val")
+        return torch.empty(value.shape, dtype=value.dtype, device="meta") if isinstance(value, torch.Tensor) else value
+
+    try:
+        result = node.target(*map_arg(args, meta), **map_arg(kwargs, meta))
+    except Exception:  # an op that rejects the smaller shapes stays where it is
+        return None
+    return result if isinstance(result, torch.Tensor) else None
 
 
 def _views_as_reshapes(graph: GraphModule) -> None:
