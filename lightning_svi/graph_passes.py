@@ -44,7 +44,7 @@ def hoist_elementwise_before_expand(graph: GraphModule, example_inputs: Sequence
             inner = graph.graph.call_function(node.target, args, kwargs)
             inner.meta["val"] = small
             outer = graph.graph.call_function(aten.expand.default, (inner, list(out_shape)))
-            outer.meta["val"] = torch.empty(out_shape, dtype=node.meta["val"].dtype, device="meta")
+            outer.meta["val"] = torch.empty(out_shape, dtype=out.dtype, device="meta")
         node.replace_all_uses_with(outer)
         graph.graph.erase_node(node)
         moved += 1
@@ -80,6 +80,7 @@ def _views_as_reshapes(graph: GraphModule) -> None:
 
 
 def _mutates_any(node: Node) -> bool:
+    """Whether an op writes to ``node``'s output."""
     return any(_mutates(user) for user in node.users)
 
 
@@ -107,10 +108,11 @@ def _movable(node: Node) -> bool:
     tags = getattr(node.target, "tags", ())
     if torch.Tag.pointwise not in tags or torch.Tag.nondeterministic_seeded in tags:
         return False
-    return not _mutates(node) and not any(_mutates(user) for user in node.users)
+    return not _mutates(node) and not _mutates_any(node)
 
 
 def _mutates(node: Node) -> bool:
+    """Whether ``node``'s op writes to one of its inputs."""
     schema = getattr(node.target, "_schema", None)
     arguments = schema.arguments if schema is not None else ()
     return any(argument.alias_info is not None and argument.alias_info.is_write for argument in arguments)
