@@ -11,6 +11,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard.summary import histogram
 
+from lightning_svi import event_crc
+
 
 class BufferedTensorBoardLogger(TensorBoardLogger):
     """TensorBoard's event writer hands every event to a writer thread; waking it for each of the
@@ -22,6 +24,7 @@ class BufferedTensorBoardLogger(TensorBoardLogger):
 
     def __init__(self, *args: Any, flush_seconds: float = 2.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        event_crc.install()
         self.flush_seconds = flush_seconds
         self._pending: dict[int, list[Summary.Value]] = {}
         self._last_flush = time.monotonic()
