@@ -10,6 +10,7 @@ import torch
 from pyro.infer import ELBO
 from pyro.nn import PyroModule
 from pytorch_lightning.core.optimizer import LightningOptimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from lightning_svi.callbacks.logging import is_logging_step
 from lightning_svi.checkpoint_identity import IDENTITY_KEY, check_identity, checkpoint_identity
@@ -120,7 +121,7 @@ class SVIModule(pl.LightningModule):
         self.last_loss, self.last_traces = loss.detach(), traces
         if self.trainer.world_size > 1 and is_logging_step(self.trainer, self.trainer.global_step + 1):
             self.last_loss, self.last_traces = mean_over_ranks(self.trainer.strategy, self.last_loss, self.last_traces)
-        self._update(self.optimizers())
+        _update(self.optimizers(), self.lr_schedulers())
         return loss
 
     def _loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
@@ -134,29 +135,21 @@ class SVIModule(pl.LightningModule):
         """The steps on ``batch`` up to the next one that a callback observes (see ``observed_steps``).
         All but the last are applied here, inside the compiled graph where it can, else by the torch
         optimizer itself; the last by Lightning's optimizer like any step. No host sync: the guard
-        checks once per batch (a non-finite value stays non-finite)."""
+        checks once per batch (a non-finite value stays non-finite). The optimizer and scheduler are
+        looked up once per batch, not per step."""
         self.batch_steps = steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch)
-        for _ in range(self.batch_steps - 1):
-            if self.compiled_step is not None and self.compiled_step.optimizer is not None:
-                self.compiled_step.advance(batch)
-                self._step_schedule()
-            else:
-                self._loss_and_gradients(batch)
-                self._update(self.optimizers().optimizer)
-            count_step(self.trainer)
+        if self.batch_steps > 1:
+            optimizer, scheduler = self.optimizers().optimizer, self.lr_schedulers()
+            in_graph = self.compiled_step is not None and self.compiled_step.optimizer is not None
+            for _ in range(self.batch_steps - 1):
+                if in_graph:
+                    self.compiled_step.advance(batch)
+                    _step_schedule(scheduler)
+                else:
+                    self._loss_and_gradients(batch)
+                    _update(optimizer, scheduler)
+                count_step(self.trainer)
         return self._loss_and_gradients(batch)
-
-    def _update(self, optimizer: torch.optim.Optimizer | LightningOptimizer) -> None:
-        """One optimizer step: through Lightning's optimizer wrapper (which counts it and runs the
-        hooks) for an observed step, the torch optimizer itself for the others."""
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        self._step_schedule()
-
-    def _step_schedule(self) -> None:
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[IDENTITY_KEY] = checkpoint_identity(self.model, self.guide, checkpoint["state_dict"])
@@ -177,3 +170,16 @@ class SVIModule(pl.LightningModule):
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _update(optimizer: torch.optim.Optimizer | LightningOptimizer, scheduler: LRScheduler | None) -> None:
+    """One optimizer step: through Lightning's optimizer wrapper (which counts it and runs the
+    hooks) for an observed step, the torch optimizer itself for the others."""
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    _step_schedule(scheduler)
+
+
+def _step_schedule(scheduler: LRScheduler | None) -> None:
+    if scheduler is not None:
+        scheduler.step()
