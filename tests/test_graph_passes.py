@@ -71,8 +71,13 @@ def test_an_op_whose_output_is_written_in_place_is_left_where_it_is() -> None:
         return above.logical_and_(x.expand(3, 4) < 1)
 
     x = torch.tensor([0.5, -1.0, 2.0, 0.1])
-    graph, hoisted, _ = traced_and_hoisted(masks, x)
+    graph, hoisted, moved = traced_and_hoisted(masks, x)
     torch.testing.assert_close(hoisted(x), graph(x))
+    # ``>`` stays on the expanded (3, 4) tensor, which ``logical_and_`` writes into (moving it would
+    # make that write land in a zero-stride view).
+    (greater,) = [node for node in hoisted.graph.nodes if node.target is torch.ops.aten.gt.Scalar]
+    assert tuple(greater.meta["val"].shape) == (3, 4)
+    assert moved == 0  # ``<`` too: any input of an in-place op is left alone
 
 
 def test_the_beta_bernoulli_step_gives_the_same_loss_and_gradients_once_hoisted() -> None:
