@@ -60,21 +60,25 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def read_histogram_tags(run_dir: Path) -> set[str]:
-    """The tags of the histograms in the run's TensorBoard event files."""
+def read_events(run_dir: Path) -> Any:
+    """The run's TensorBoard event files, loaded by TensorBoard itself (every scalar, histogram and image)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"histograms": 0})
+    accumulator = EventAccumulator(
+        str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0, "images": 0}
+    )
     accumulator.Reload()
-    return set(accumulator.Tags()["histograms"])
+    return accumulator
+
+
+def read_histogram_tags(run_dir: Path) -> set[str]:
+    """The tags of the histograms in the run's TensorBoard event files."""
+    return set(read_events(run_dir).Tags()["histograms"])
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series in the run's TensorBoard event files, read by TensorBoard itself."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0})
-    accumulator.Reload()
+    accumulator = read_events(run_dir)
     return {
         tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
     }

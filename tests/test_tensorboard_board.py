@@ -18,17 +18,14 @@ import torch
 from lightning_svi.callbacks.layout import scalar_layout
 from lightning_svi.callbacks.pictures import PICTURE_TAG
 from lightning_svi.tensorboard_server import get_json, tensorboard_server
-from tests.conftest import compose_config, read_scalars
+from tests.conftest import compose_config, read_events, read_scalars
 
 SHORT = ["trainer.max_steps=30", "trainer.log_every_n_steps=5"]
 CATEGORIES = ["ELBO", "Evidence", "θ: model parameters", "φ: guide parameters by latent site", "Gradient norms"]
 
 
 def read_image_steps(run_dir: Path, tag: str) -> list[int]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
-    accumulator.Reload()
+    accumulator = read_events(run_dir)
     if tag not in accumulator.Tags()["images"]:
         return []
     return [image.step for image in accumulator.Images(tag)]
