@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -34,13 +34,13 @@ def get_json(url: str, timeout: float = 10.0) -> Any:
 @contextmanager
 def tensorboard_server(logdir: Path, timeout: float = 90.0, host: str = "127.0.0.1") -> Iterator[str]:
     """Start ``tensorboard --logdir LOGDIR`` on a free port of ``host``, wait until it has loaded
-    scalars (at most ``timeout`` seconds), yield its base URL, and stop it (and its data server)."""
-    executable = shutil.which("tensorboard")
-    if executable is None:
-        raise FileNotFoundError("the tensorboard executable is not on PATH")
+    scalars (at most ``timeout`` seconds), yield its base URL, and stop it (and its data server).
+
+    The server runs as ``python -m tensorboard.main`` under this interpreter: the package is a
+    dependency, while its ``tensorboard`` script is on PATH only in an activated environment."""
     port = free_port(host)
     url = f"http://{host}:{port}"
-    command = [executable, "--logdir", str(logdir), "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", host, "--port", str(port)]
     # A file, not a pipe: nobody reads the server's messages while it runs, and a full pipe would block it.
     with tempfile.TemporaryFile(mode="w+") as messages:
         server = subprocess.Popen(command, stdout=messages, stderr=messages, start_new_session=True)

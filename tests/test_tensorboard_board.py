@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import struct
 import urllib.parse
 import urllib.request
@@ -86,7 +85,6 @@ def png_size(png: bytes) -> tuple[int, int]:
     return struct.unpack(">II", png[16:24])
 
 
-@pytest.mark.skipif(shutil.which("tensorboard") is None, reason="the tensorboard executable is not installed")
 def test_real_tensorboard_serves_tags_series_picture_layout_and_hparams(train_in_process, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     first = train_in_process(*SHORT, "tensorboard.image_every_n_steps=10", run_dir=sweep / "first")
