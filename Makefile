@@ -25,8 +25,14 @@ train: install
 test: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Long end-to-end runs (DDP, convergence to closed-form answers, compile); CI runs them too.
-test-slow: install
+# The NumPyro column of scripts/bench.py, for the slow test that runs it.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[test,bench]"
+	touch $@
+
+# Long end-to-end runs (DDP, convergence to closed-form answers, compile, the NumPyro bench column); CI runs them too.
+test-slow: $(BENCH_STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: install
