@@ -12,7 +12,7 @@ from pyro.nn import PyroModule
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from lightning_svi.callbacks.logging import is_logging_step
+from lightning_svi.callbacks.logging import StepLogger, is_logging_step
 from lightning_svi.checkpoint_identity import IDENTITY_KEY, check_identity, checkpoint_identity
 from lightning_svi.compiled import CompiledSVIStep, CompileError
 from lightning_svi.distributed import mean_over_ranks, seed_ranks_apart
@@ -23,7 +23,7 @@ from lightning_svi.optim import build_optimizer, build_scheduler
 from lightning_svi.params import side_parameters
 
 # Never parameters, buffers or submodules, so nn.Module.__setattr__ has nothing to do for them.
-_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss", "last_traces", "batch_steps"})
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss", "last_traces", "batch_steps", "step_loggers"})
 
 
 class SVIModule(pl.LightningModule):
@@ -72,6 +72,7 @@ class SVIModule(pl.LightningModule):
         self.automatic_optimization = False
         self.last_loss: torch.Tensor | None = None
         self.last_traces: LogProbs | None = None
+        self.step_loggers: list[StepLogger] = []  # the trainer's, found in on_train_start
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets these around every hook call and step; nn.Module's parameter and
@@ -107,6 +108,7 @@ class SVIModule(pl.LightningModule):
             raise CompileError("compile.enabled=true runs on one process; use compile.enabled=false with DDP.")
 
     def on_train_start(self) -> None:
+        self.step_loggers = [callback for callback in self.trainer.callbacks if isinstance(callback, StepLogger)]
         # Traced here, once the optimizer (and a resumed run's state) exists: the graph may apply its update.
         if self.compile_backend is not None:
             example = next(iter(self.trainer.datamodule.train_dataloader()))
@@ -115,14 +117,43 @@ class SVIModule(pl.LightningModule):
             self.compiled_step = CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend, optimizer)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss, traces = self._steps_up_to_observed(batch)
-        # Kept for the callbacks and the progress bar; no self.log here: its per-step bookkeeping
-        # costs more than a small model's whole step.
-        self.last_loss, self.last_traces = loss.detach(), traces
-        if self.trainer.world_size > 1 and is_logging_step(self.trainer, self.trainer.global_step + 1):
-            self.last_loss, self.last_traces = mean_over_ranks(self.trainer.strategy, self.last_loss, self.last_traces)
-        _update(self.optimizers(), self.lr_schedulers())
+        """The SVI steps on ``batch`` up to the next one that a Lightning callback observes (a
+        checkpoint, a picture, the last step; see ``observed_steps``). All but the last are applied
+        by the torch optimizer itself, or inside the compiled graph when no one logs them; the last
+        by Lightning's optimizer like any step. Logged steps call the step loggers wherever they
+        fall. No host sync: the guard checks once per batch (a non-finite value stays non-finite)."""
+        trainer = self.trainer
+        self.batch_steps = steps_this_batch(trainer, self.observed_every, self.steps_per_batch)
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        in_graph = self.compiled_step is not None and self.compiled_step.optimizer is not None
+        for index in range(self.batch_steps):
+            step = trainer.global_step + 1
+            last = index == self.batch_steps - 1
+            logged = is_logging_step(trainer, step)
+            if in_graph and not (logged or last):
+                self.compiled_step.advance(batch)
+                _step_schedule(scheduler)
+                count_step(trainer)
+                continue
+            loss, traces = self._loss_and_gradients(batch)
+            # Kept for the loggers, the guard and the progress bar; no self.log here: its per-step
+            # bookkeeping costs more than a small model's whole step.
+            self.last_loss, self.last_traces = loss.detach(), traces
+            if logged:
+                self._before_update(optimizer.optimizer, step)
+            _update(optimizer if last else optimizer.optimizer, scheduler)
+            if not last:
+                count_step(trainer)
+            if logged:
+                for logger in self.step_loggers:
+                    logger.after_update(trainer, self, step)
         return loss
+
+    def _before_update(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        if self.trainer.world_size > 1:
+            self.last_loss, self.last_traces = mean_over_ranks(self.trainer.strategy, self.last_loss, self.last_traces)
+        for logger in self.step_loggers:
+            logger.before_update(self.trainer, self, optimizer, step)
 
     def _loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
         if self.compiled_step is not None:
@@ -130,26 +161,6 @@ class SVIModule(pl.LightningModule):
         loss = self.svi(batch)
         self.manual_backward(loss)
         return loss, self.estimator.last_traces
-
-    def _steps_up_to_observed(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
-        """The steps on ``batch`` up to the next one that a callback observes (see ``observed_steps``).
-        All but the last are applied here, inside the compiled graph where it can, else by the torch
-        optimizer itself; the last by Lightning's optimizer like any step. No host sync: the guard
-        checks once per batch (a non-finite value stays non-finite). The optimizer and scheduler are
-        looked up once per batch, not per step."""
-        self.batch_steps = steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch)
-        if self.batch_steps > 1:
-            optimizer, scheduler = self.optimizers().optimizer, self.lr_schedulers()
-            in_graph = self.compiled_step is not None and self.compiled_step.optimizer is not None
-            for _ in range(self.batch_steps - 1):
-                if in_graph:
-                    self.compiled_step.advance(batch)
-                    _step_schedule(scheduler)
-                else:
-                    self._loss_and_gradients(batch)
-                    _update(optimizer, scheduler)
-                count_step(self.trainer)
-        return self._loss_and_gradients(batch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[IDENTITY_KEY] = checkpoint_identity(self.model, self.guide, checkpoint["state_dict"])

@@ -1,11 +1,12 @@
-"""Steps that something outside the training step looks at, so that the steps between them can run
-as one Lightning batch.
+"""Steps that a Lightning callback looks at, so that the steps between them can run as one
+Lightning batch.
 
 Lightning's loop costs a fixed 0.5-1 ms per batch: a tenth of a small model's eager step, more than
 a compiled step itself. With full-batch data on one process, SVI therefore runs several steps per
-batch (``steps_per_batch``), ending each batch on the next step that is logged, checkpointed or
-pictured (or the last), so every callback sees exactly the steps it would have seen one step per
-batch, and the steps in between are the same updates, bit for bit.
+batch (``steps_per_batch``), ending each batch on the next step that is checkpointed or pictured
+(or the last), so every Lightning callback sees exactly the steps it would have seen one step per
+batch, and the steps in between are the same updates, bit for bit. Logged steps need no batch of
+their own: ``SVIModule`` calls the step loggers (``StepLogger``) on them wherever they fall.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Sequence
 
 import pytorch_lightning as pl
 
-from lightning_svi.callbacks.logging import is_logging_step
 from lightning_svi.errors import UserInputError
 
 # A batch of eager steps lasts tens of milliseconds; compiled steps are ten times shorter, and a
@@ -40,12 +40,12 @@ def resolve_steps_per_batch(option: int | None, world_size: int, full_batch: boo
 
 
 def steps_this_batch(trainer: pl.Trainer, every: Sequence[int], limit: int) -> int:
-    """How many steps (1 to ``limit``) take the run to the next observed step: a logging step, a
-    multiple of one of ``every`` (checkpoints, pictures) or ``max_steps``."""
+    """How many steps (1 to ``limit``) take the run to the next observed step: a multiple of one of
+    ``every`` (checkpoints, pictures) or ``max_steps``."""
     done = trainer.global_step
     for count in range(1, limit + 1):
         step = done + count
-        if is_logging_step(trainer, step) or any(step % period == 0 for period in every):
+        if step == trainer.max_steps or any(step % period == 0 for period in every):
             return count
     return limit
 

@@ -60,5 +60,5 @@ def test_divergence_inside_a_batch_is_caught_at_its_end_and_says_which_steps(tra
         train_in_process("optim.lr=3", "trainer.max_steps=300", "trainer.log_every_n_steps=50")
     step = int(re.search(r"step (\d+):", str(raised.value)).group(1))
     first = int(re.search(r"Steps (\d+)-", str(raised.value)).group(1))
-    # Step 1 alone (it is logged), then batches of 10 until the next logged step: [2-11], [12-21], ...
-    assert first == step - 9 and (step - 1) % 10 == 0
+    # Batches of 10, logged steps inside them: [1-10], [11-20], ...
+    assert first == step - 9 and step % 10 == 0

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytorch_lightning as pl
 import torch
 
-from lightning_svi.callbacks.logging import is_logging_step, log_scalars
+from lightning_svi.callbacks.logging import StepLogger, log_scalars
 from lightning_svi.models.base import Batch
 
 
-class EvidenceLogger(pl.Callback):
+class EvidenceLogger(StepLogger):
     """``evidence/log_evidence`` and ``evidence/gap`` = log p_θ(x) − ELBO = KL(q ‖ p(z | x)) ≥ 0.
 
     The evidence uses θ before the step's update, the same θ the step's ELBO estimate used.
@@ -19,31 +17,20 @@ class EvidenceLogger(pl.Callback):
 
     def __init__(self, full_data: Batch) -> None:
         self.full_data = full_data
-        self._log_evidence: torch.Tensor | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Moved to the training device once, not on every logging step.
         self.full_data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
 
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    def before_update(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer, step: int
     ) -> None:
         # θ before the update: the one the step's ELBO was estimated at, so that the gap compares like with like.
-        self._log_evidence = None
-        if is_logging_step(trainer, trainer.global_step + 1):
-            self._log_evidence = log_evidence(pl_module, self.full_data)
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self._log_evidence is None or pl_module.last_loss is None:
+        evidence = log_evidence(pl_module, self.full_data)
+        if evidence is None or pl_module.last_loss is None:
             return
-        elbo = -pl_module.last_loss
-        log_scalars(
-            trainer,
-            {"evidence/log_evidence": self._log_evidence, "evidence/gap": self._log_evidence - elbo},
-            trainer.global_step,
-        )
+        gap = evidence + pl_module.last_loss  # log p_θ(x) − ELBO
+        log_scalars(trainer, {"evidence/log_evidence": evidence, "evidence/gap": gap}, step)
 
 
 def log_evidence(pl_module: pl.LightningModule, full_data: Batch) -> torch.Tensor | None:

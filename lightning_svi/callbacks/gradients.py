@@ -5,18 +5,15 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from lightning_svi.callbacks.logging import is_logging_step, log_scalars
+from lightning_svi.callbacks.logging import StepLogger, log_scalars
 
 
-class GradientNormLogger(pl.Callback):
+class GradientNormLogger(StepLogger):
     """``grad_norm/theta`` and ``grad_norm/phi``: L2 norms over each optimizer parameter group."""
 
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    def before_update(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer, step: int
     ) -> None:
-        step = trainer.global_step + 1  # the step this update completes
-        if not is_logging_step(trainer, step):
-            return
         metrics = {}
         for group in optimizer.param_groups:
             grads = [parameter.grad for parameter in group["params"] if parameter.grad is not None]

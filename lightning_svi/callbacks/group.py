@@ -8,10 +8,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from lightning_svi.callbacks.logging import StepLogger
+
 HOOKS = tuple(
     name
-    for name, _ in inspect.getmembers(pl.Callback, inspect.isfunction)
-    if name.startswith("on_") or name in ("setup", "teardown")
+    for name, _ in inspect.getmembers(StepLogger, inspect.isfunction)
+    if name.startswith("on_") or name in ("setup", "teardown", "before_update", "after_update")
 )
 
 
@@ -23,12 +25,13 @@ def _forward_to(methods: list[Callable[..., Any]]) -> Callable[..., None]:
     return hook
 
 
-class CallbackGroup(pl.Callback):
+class CallbackGroup(StepLogger):
     """Lightning calls every hook of every callback on every step, each through a profiler context
     (a few µs each). With a dozen callbacks and six hooks per step that is a visible share of a
     small model's step; the group is one callback to Lightning and forwards each hook, in order,
     to the members that override it.
 
+    It is a ``StepLogger`` for ``SVIModule``, forwarding the step hooks to the members that are.
     Members keep their own checkpoint state, stored under their ``state_key`` inside the group's.
     """
 
@@ -49,4 +52,4 @@ class CallbackGroup(pl.Callback):
 
 
 def _overrides(callback: pl.Callback, name: str) -> bool:
-    return getattr(type(callback), name) is not getattr(pl.Callback, name)
+    return getattr(type(callback), name, None) not in (None, getattr(StepLogger, name))

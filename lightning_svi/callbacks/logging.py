@@ -28,6 +28,23 @@ def is_logging_step(trainer: pl.Trainer, step: int | None = None) -> bool:
     return step == 1 or step % trainer.log_every_n_steps == 0 or step == trainer.max_steps
 
 
+class StepLogger(pl.Callback):
+    """A callback that logs SVI steps. ``SVIModule`` calls its hooks on every logging step
+    (``is_logging_step``), also on the steps inside a batch of several, which Lightning's own hooks
+    never see: a logged step then costs its logging, not a Lightning batch of its own.
+
+    ``step`` is the step being logged, counted as ``trainer.global_step`` counts it after the update.
+    """
+
+    def before_update(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer, step: int
+    ) -> None:
+        """After the step's loss and gradients, before the optimizer applies them."""
+
+    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        """After the optimizer has applied the step's gradients."""
+
+
 def log_scalars(trainer: pl.Trainer, metrics: dict[str, torch.Tensor | float], step: int) -> None:
     """Write scalars to every logger, once (rank 0), all at one step."""
     if not trainer.is_global_zero or not metrics:

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytorch_lightning as pl
 
-from lightning_svi.callbacks.logging import is_logging_step, log_scalars, log_tensor
+from lightning_svi.callbacks.logging import StepLogger, log_scalars, log_tensor
 from lightning_svi.params import constrained_values
 
 
-class ParameterLogger(pl.Callback):
+class ParameterLogger(StepLogger):
     """``theta/<name>`` and ``phi/<name>``: a scalar per scalar parameter; for a tensor one scalar per
     element when it has at most ``max_elements``, else a histogram and its min, median and max."""
 
     def __init__(self, max_elements: int = 16) -> None:
         self.max_elements = max_elements
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if not is_logging_step(trainer):
-            return
-        step = trainer.global_step
+    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         metrics: dict[str, float] = {}
         for side, module in (("theta", pl_module.model), ("phi", pl_module.guide)):
             for name, value in constrained_values(module).items():

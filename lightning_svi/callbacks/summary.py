@@ -15,7 +15,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_svi.callbacks.evidence import log_evidence
-from lightning_svi.callbacks.logging import as_floats, is_logging_step
+from lightning_svi.callbacks.logging import StepLogger
 from lightning_svi.callbacks.non_finite import TrainingDiverged
 from lightning_svi.errors import UserInputError
 from lightning_svi.models.base import Batch
@@ -51,7 +51,7 @@ def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-class RunSummary(pl.Callback):
+class RunSummary(StepLogger):
     """Keeps the last ``window`` logged steps and writes the run's ``summary.json`` (rank 0).
 
     ``final`` averages loss, ELBO, log p and log q over that window; ``gap`` is the closed-form
@@ -63,7 +63,7 @@ class RunSummary(pl.Callback):
         self.path = Path(path)
         self.names = names
         self.full_data = full_data
-        self.recent: deque[dict[str, float]] = deque(maxlen=window)
+        self.recent: deque[torch.Tensor] = deque(maxlen=window)  # (loss, log p, log q) of the last logged steps
         self.started_at = time.perf_counter()
         self.first_step_at: float | None = None
         self.last_step_at: float | None = None
@@ -83,10 +83,13 @@ class RunSummary(pl.Callback):
     ) -> None:
         self.last_step_at = time.perf_counter()
         self.steps_timed = trainer.global_step - self.steps_before_timing
-        if is_logging_step(trainer) and pl_module.last_traces is not None:
+
+    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        if pl_module.last_traces is not None:
+            # Kept as tensors, read once when the summary is written: no host sync on the logging step.
             traces = pl_module.last_traces
-            loss, log_p, log_q = as_floats([pl_module.last_loss, traces.log_p, traces.log_q])
-            self.recent.append({"loss": loss, "elbo": -loss, "log_p": log_p, "log_q": log_q})
+            values = [pl_module.last_loss, traces.log_p, traces.log_q]
+            self.recent.append(torch.stack([value.detach().float().to(pl_module.device) for value in values]))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer, pl_module, "completed" if trainer.global_step >= trainer.max_steps else "stopped")
@@ -106,14 +109,19 @@ class RunSummary(pl.Callback):
         self.write(trainer, pl_module, status, error=str(exception))
 
     def final_metrics(self, pl_module: pl.LightningModule) -> dict[str, float | None]:
+        rows = [
+            {"loss": loss, "elbo": -loss, "log_p": log_p, "log_q": log_q} for loss, log_p, log_q in self._recent_rows()
+        ]
         final: dict[str, float | None] = {
-            key: sum(step[key] for step in self.recent) / len(self.recent) if self.recent else None
-            for key in FINAL_KEYS
+            key: sum(row[key] for row in rows) / len(rows) if rows else None for key in FINAL_KEYS
         }
         evidence = log_evidence(pl_module, self.full_data)
         final["log_evidence"] = None if evidence is None else float(evidence)
         final["gap"] = None if evidence is None or final["elbo"] is None else final["log_evidence"] - final["elbo"]
         return {key: to_json_value(value) for key, value in final.items()}
+
+    def _recent_rows(self) -> list[list[float]]:
+        return torch.stack(list(self.recent)).cpu().tolist() if self.recent else []
 
     def posterior(self, pl_module: pl.LightningModule) -> dict[str, Any]:
         data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytorch_lightning as pl
 
-from lightning_svi.callbacks.logging import is_logging_step, log_scalars
+from lightning_svi.callbacks.logging import StepLogger, log_scalars
 
 
-class TraceLogger(pl.Callback):
+class TraceLogger(StepLogger):
     """``train/loss``, ``train/elbo``, ``trace/log_p``, ``trace/log_q``, ``trace/log_p/<site>``, ``trace/log_q/<site>``.
 
     All taken from the same step, so ``train/elbo = trace/log_p − trace/log_q`` holds tag by tag.
@@ -21,10 +19,8 @@ class TraceLogger(pl.Callback):
     def __init__(self, per_site: bool = True) -> None:
         self.per_site = per_site
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if not is_logging_step(trainer) or pl_module.last_traces is None:
+    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        if pl_module.last_traces is None:
             return
         traces = pl_module.last_traces
         metrics = {
@@ -37,4 +33,4 @@ class TraceLogger(pl.Callback):
             metrics.update({f"trace/log_p/{site}": value for site, value in traces.log_p_sites.items()})
             metrics.update({f"trace/log_q/{site}": value for site, value in traces.log_q_sites.items()})
             metrics.update({f"trace/log_p_sampled/{site}": value for site, value in traces.log_p_sampled_sites.items()})
-        log_scalars(trainer, metrics, trainer.global_step)
+        log_scalars(trainer, metrics, step)
