@@ -268,6 +268,7 @@ def check_config(cfg: DictConfig) -> None:
     require_choice("compile.backend", cfg.compile.backend, COMPILE_BACKENDS)
     check_steps_per_batch(cfg.get("steps_per_batch"), cfg.data.get("batch_size"))
     require_int("tensorboard.image_every_n_steps", cfg.tensorboard.image_every_n_steps, 1, optional=True)
+    require_int("tensorboard.sampled_every_n_steps", cfg.tensorboard.sampled_every_n_steps, 1, optional=True)
     require_int("progress_bar_refresh_rate", cfg.get("progress_bar_refresh_rate", 10), 0)
     require_bool("validate_every_step", cfg.get("validate_every_step", False))
     require_bool("rank_dumps", cfg.get("rank_dumps", False))

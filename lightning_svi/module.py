@@ -10,6 +10,7 @@ import torch
 from pyro.infer import ELBO
 from pyro.nn import PyroModule
 from pytorch_lightning.core.optimizer import LightningOptimizer
+from pytorch_lightning.plugins.precision import Precision
 from torch.optim.lr_scheduler import LRScheduler
 
 from lightning_svi.callbacks.logging import StepLogger, is_logging_step
@@ -23,7 +24,9 @@ from lightning_svi.optim import build_optimizer, build_scheduler
 from lightning_svi.params import side_parameters
 
 # Never parameters, buffers or submodules, so nn.Module.__setattr__ has nothing to do for them.
-_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss", "last_traces", "batch_steps", "step_loggers"})
+_PLAIN_ATTRIBUTES = frozenset(
+    {"_current_fx_name", "last_loss", "last_traces", "batch_steps", "step_loggers", "plain_precision"}
+)
 
 
 class SVIModule(pl.LightningModule):
@@ -73,6 +76,7 @@ class SVIModule(pl.LightningModule):
         self.last_loss: torch.Tensor | None = None
         self.last_traces: LogProbs | None = None
         self.step_loggers: list[StepLogger] = []  # the trainer's, found in on_train_start
+        self.plain_precision = False  # whether Lightning's backward is plain autograd (set in on_train_start)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets these around every hook call and step; nn.Module's parameter and
@@ -109,6 +113,7 @@ class SVIModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self.step_loggers = [callback for callback in self.trainer.callbacks if isinstance(callback, StepLogger)]
+        self.plain_precision = type(self.trainer.precision_plugin) is Precision
         # Traced here, once the optimizer (and a resumed run's state) exists: the graph may apply its update.
         if self.compile_backend is not None:
             example = next(iter(self.trainer.datamodule.train_dataloader()))
@@ -135,7 +140,7 @@ class SVIModule(pl.LightningModule):
                 _step_schedule(scheduler)
                 count_step(trainer)
                 continue
-            loss, traces = self._loss_and_gradients(batch)
+            loss, traces = self._loss_and_gradients(batch, through_lightning=last)
             # Kept for the loggers, the guard and the progress bar; no self.log here: its per-step
             # bookkeeping costs more than a small model's whole step.
             self.last_loss, self.last_traces = loss.detach(), traces
@@ -155,11 +160,18 @@ class SVIModule(pl.LightningModule):
         for logger in self.step_loggers:
             logger.before_update(self.trainer, self, optimizer, step)
 
-    def _loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
+    def _loss_and_gradients(self, batch: Batch, through_lightning: bool) -> tuple[torch.Tensor, LogProbs]:
+        """Loss and gradients of one step. Lightning's backward (its hooks and precision plugin,
+        about 70 µs) runs for a batch's last step, as for any step, and for every step under a
+        precision plugin other than plain float (one that may scale the loss); the steps before the
+        last use autograd directly, as they use the optimizer directly (DDP runs one step a batch)."""
         if self.compiled_step is not None:
             return self.compiled_step(batch)
         loss = self.svi(batch)
-        self.manual_backward(loss)
+        if through_lightning or not self.plain_precision:
+            self.manual_backward(loss)
+        else:
+            loss.backward()
         return loss, self.estimator.last_traces
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -81,7 +81,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: 
     run_summary = RunSummary(run_dir / "summary.json", names, full_data)
     num_rows = len(full_data["index"])
     callbacks = [
-        TraceLogger(),
+        TraceLogger(sampled_every_n_steps=cfg.tensorboard.sampled_every_n_steps),
         ParameterLogger(),
         GradientNormLogger(),
         EvidenceLogger(full_data),

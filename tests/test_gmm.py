@@ -87,6 +87,17 @@ def test_every_guide_leaves_the_enumerated_site_out(tiny: tuple, kind: str) -> N
     assert "assignment" not in guide_sites
 
 
+def test_the_posterior_draw_is_logged_past_each_multiple_of_its_interval_and_at_the_end(
+    train_in_process, tmp_path: Path
+) -> None:
+    run = ["model=gmm", "data.synthetic={num_points: 20}", "trainer.max_steps=47", "trainer.log_every_n_steps=3"]
+    train_in_process(*run, "tensorboard.sampled_every_n_steps=10", run_dir=tmp_path / "run")
+    scalars = read_scalars(tmp_path / "run")
+    assert [step for step, _ in scalars["trace/log_p/marginal(assignment,x)"]] == [1, *range(3, 46, 3), 47]
+    for tag in ("trace/log_p_sampled/assignment", "trace/log_p_sampled/x"):
+        assert [step for step, _ in scalars[tag]] == [1, 12, 21, 30, 42, 47], tag
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_training_recovers_the_clusters_and_saves_assignment_probabilities(
@@ -95,7 +106,11 @@ def test_training_recovers_the_clusters_and_saves_assignment_probabilities(
     # Compiled, the enumerated sum over assignments is part of the inductor graph (see graph_passes).
     compile_option = ["compile.enabled=true"] if compiled else []
     summary = train_in_process(
-        "model=gmm", "trainer.max_steps=600", "data.synthetic={num_points: 150}", *compile_option
+        "model=gmm",
+        "trainer.max_steps=600",
+        "data.synthetic={num_points: 150}",
+        "tensorboard.sampled_every_n_steps=1",  # a posterior draw on every logging step
+        *compile_option,
     )
     assert summary["status"] == "completed"
     locs = sorted(summary["posterior"]["locs"]["mean"])
@@ -131,3 +146,17 @@ def test_training_recovers_the_clusters_and_saves_assignment_probabilities(
     # The guide's 3-vectors are charted element by element, without histograms.
     assert {"phi/locs_loc/0", "phi/locs_loc/2", "phi/weights_concentration/1"} <= set(scalars)
     assert read_histogram_tags(tmp_path / "run") == set()
+
+
+def test_the_inverse_cdf_draw_has_the_categorical_probabilities() -> None:
+    """The logging-only sampler that stands in for Pyro's Categorical in its backward sampler."""
+    from lightning_svi.estimators import InverseCdfCategorical
+
+    torch.manual_seed(0)
+    logits = torch.tensor([[0.0, 1.0, 2.0, -math.inf], [5.0, 5.0, -1.0, 0.0]])
+    draws = InverseCdfCategorical(logits.expand(100_000, 2, 4)).sample()
+    assert draws.shape == (100_000, 2) and draws.dtype == torch.int64
+    for row in range(2):
+        frequencies = torch.bincount(draws[:, row], minlength=4).float() / 100_000
+        assert frequencies == pytest.approx(logits[row].softmax(-1).tolist(), abs=0.005)
+    assert not (draws[:, 0] == 3).any()  # a category of weight zero is never drawn

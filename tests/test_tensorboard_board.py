@@ -56,12 +56,13 @@ def test_layout_has_a_chart_per_theta_phi_per_site_and_evidence_only_when_known(
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "often"])
-def test_a_bad_picture_interval_is_refused_before_training(value: str) -> None:
+@pytest.mark.parametrize("key", ["image_every_n_steps", "sampled_every_n_steps"])
+def test_a_bad_picture_or_posterior_draw_interval_is_refused_before_training(key: str, value: str) -> None:
     from lightning_svi.checks import check_config
     from lightning_svi.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"tensorboard\.image_every_n_steps=.*integer >= 1 or null"):
-        check_config(compose_config(f"tensorboard.image_every_n_steps={value}"))
+    with pytest.raises(ConfigError, match=rf"tensorboard\.{key}=.*integer >= 1 or null"):
+        check_config(compose_config(f"tensorboard.{key}={value}"))
 
 
 def test_pictures_come_at_their_interval_and_at_the_end_without_changing_training(train_in_process, tmp_path) -> None:

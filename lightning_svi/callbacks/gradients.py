@@ -19,6 +19,6 @@ class GradientNormLogger(StepLogger):
             grads = [parameter.grad for parameter in group["params"] if parameter.grad is not None]
             if grads:
                 metrics[f"grad_norm/{group['name']}"] = torch.linalg.vector_norm(
-                    torch.stack([torch.linalg.vector_norm(grad) for grad in grads])
+                    torch.stack(torch._foreach_norm(grads))
                 )
         log_scalars(trainer, metrics, step)

@@ -59,11 +59,22 @@ def log_scalars(trainer: pl.Trainer, metrics: dict[str, torch.Tensor | float], s
 
 def as_floats(values: list[torch.Tensor | float]) -> list[float]:
     """Python floats, with a single device-to-host copy for all the tensors among ``values``."""
-    tensors = [value.detach().reshape(()).float() for value in values if isinstance(value, torch.Tensor)]
-    if tensors:
-        tensors = [tensor.to(tensors[0].device) for tensor in tensors]  # a few may live on the CPU
-    copied = iter(torch.stack(tensors).cpu().tolist() if tensors else [])
+    tensors = [value for value in values if isinstance(value, torch.Tensor)]
+    copied = iter(_stacked_scalars(tensors).tolist() if tensors else [])
     return [next(copied) if isinstance(value, torch.Tensor) else float(value) for value in values]
+
+
+@torch.no_grad()
+def _stacked_scalars(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """One-element tensors as one float tensor on the CPU: a single stack when they share a shape
+    and a device (the usual case: a logging step's dozen scalars cost one op, not four each)."""
+    try:
+        flat = torch.stack(tensors).reshape(-1)
+    except RuntimeError:  # shapes () and (1,) mixed, or a few on the CPU beside the training device
+        flat = torch.stack([tensor.reshape(()).to(tensors[0].device) for tensor in tensors])
+    if flat.numel() != len(tensors):
+        raise ValueError(f"scalars must have one element each, got shapes {[tuple(t.shape) for t in tensors]}")
+    return flat.float().cpu()
 
 
 def tensorboard_writers(trainer: pl.Trainer) -> list[SummaryWriter]:
@@ -73,11 +84,14 @@ def tensorboard_writers(trainer: pl.Trainer) -> list[SummaryWriter]:
     return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
 
 
-def tensor_scalars(tag: str, value: torch.Tensor, max_elements: int = MAX_ELEMENT_SCALARS) -> dict[str, float]:
-    """The scalars that stand for a tensor: itself if it is a scalar, one per element if it has at
-    most ``max_elements``, else its ``min``, ``median`` and ``max`` (so a chart can still follow it)."""
+def tensor_scalars(
+    tag: str, value: torch.Tensor, max_elements: int = MAX_ELEMENT_SCALARS
+) -> dict[str, torch.Tensor | float]:
+    """The scalars that stand for a tensor: itself if it is a scalar (left a tensor, for
+    ``log_scalars`` to copy with the rest), one per element if it has at most ``max_elements``,
+    else its ``min``, ``median`` and ``max`` (so a chart can still follow it)."""
     if value.numel() == 1:
-        return {tag: float(value)}
+        return {tag: value}
     flat = value.detach().flatten().float().cpu()
     if flat.numel() > max_elements:
         return {f"{tag}/min": float(flat.min()), f"{tag}/median": float(flat.median()), f"{tag}/max": float(flat.max())}
@@ -86,7 +100,7 @@ def tensor_scalars(tag: str, value: torch.Tensor, max_elements: int = MAX_ELEMEN
 
 def log_tensor(
     trainer: pl.Trainer, tag: str, value: torch.Tensor, step: int, max_elements: int = MAX_ELEMENT_SCALARS
-) -> dict[str, float]:
+) -> dict[str, torch.Tensor | float]:
     """A histogram of a tensor-valued quantity too large for a scalar per element (TensorBoard only);
     returns the scalars to log for it (``tensor_scalars``). Small tensors get no histogram: their
     elements' charts say all it would, and a histogram costs more than a small model's step."""

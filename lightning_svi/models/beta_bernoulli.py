@@ -31,10 +31,10 @@ def beta_bernoulli_posterior(outcomes: torch.Tensor, alpha: torch.Tensor, beta: 
 
 def beta_bernoulli_log_evidence(outcomes: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """log p(x | α, β) of a sequence of outcomes: log B(α + k, β + N − k) − log B(α, β)."""
-    posterior = beta_bernoulli_posterior(outcomes, alpha, beta)
-    return log_beta(posterior.concentration1, posterior.concentration0) - log_beta(
-        torch.as_tensor(alpha), torch.as_tensor(beta)
-    )
+    # Plain tensor arithmetic, no Beta object: this runs on every logging step.
+    alpha, beta = torch.as_tensor(alpha), torch.as_tensor(beta)
+    successes = outcomes.sum()
+    return log_beta(alpha + successes, beta + (outcomes.numel() - successes)) - log_beta(alpha, beta)
 
 
 class BetaBernoulli(SVIModel):
