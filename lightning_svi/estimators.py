@@ -9,6 +9,8 @@ summed out), and per-site terms of the enumerated sites come from one posterior 
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -55,6 +57,10 @@ def marginal_site_name(names: list[str]) -> str:
     return f"marginal({','.join(names)})"
 
 
+def _total(sites: dict[str, torch.Tensor]) -> torch.Tensor:
+    return functools.reduce(operator.add, sites.values()) if sites else torch.tensor(0.0)
+
+
 class LogProbs:
     """log p and log q of one step, per site (``log_p_sites``, ``log_q_sites``) and in total."""
 
@@ -64,11 +70,11 @@ class LogProbs:
 
     @cached_property
     def log_p(self) -> torch.Tensor:
-        return sum(self.log_p_sites.values(), torch.tensor(0.0))
+        return _total(self.log_p_sites)
 
     @cached_property
     def log_q(self) -> torch.Tensor:
-        return sum(self.log_q_sites.values(), torch.tensor(0.0))
+        return _total(self.log_q_sites)
 
 
 class ComputedLogProbs(LogProbs):
@@ -115,7 +121,9 @@ class StepTraces(LogProbs):
         return any(_is_enumerated(site) for model_trace, _ in self.pairs for site in model_trace.nodes.values())
 
     def _add(self, sums: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
-        sums[name] = sums.get(name, 0.0) + value / self.num_particles
+        if self.num_particles != 1:
+            value = value / self.num_particles
+        sums[name] = sums[name] + value if name in sums else value
 
     def _site_sums(self, trace: Trace, skip: list[str], sums: dict[str, torch.Tensor]) -> None:
         for name, site in trace.nodes.items():

@@ -13,7 +13,7 @@ from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.plugins.precision import Precision
 from torch.optim.lr_scheduler import LRScheduler
 
-from lightning_svi.callbacks.logging import StepLogger, is_logging_step
+from lightning_svi.callbacks.logging import Metrics, StepLogger, is_logging_step, log_scalars
 from lightning_svi.checkpoint_identity import IDENTITY_KEY, check_identity, checkpoint_identity
 from lightning_svi.compiled import CompiledSVIStep, CompileError
 from lightning_svi.distributed import mean_over_ranks, seed_ranks_apart
@@ -144,21 +144,23 @@ class SVIModule(pl.LightningModule):
             # Kept for the loggers, the guard and the progress bar; no self.log here: its per-step
             # bookkeeping costs more than a small model's whole step.
             self.last_loss, self.last_traces = loss.detach(), traces
-            if logged:
-                self._before_update(optimizer.optimizer, step)
+            metrics = self._before_update(optimizer.optimizer, step) if logged else None
             _update(optimizer if last else optimizer.optimizer, scheduler)
             if not last:
                 count_step(trainer)
-            if logged:
+            if metrics is not None:
                 for logger in self.step_loggers:
-                    logger.after_update(trainer, self, step)
+                    metrics.update(logger.after_update(trainer, self, step) or {})
+                log_scalars(trainer, metrics, step)  # one copy to the host for the step's scalars
         return loss
 
-    def _before_update(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+    def _before_update(self, optimizer: torch.optim.Optimizer, step: int) -> Metrics:
         if self.trainer.world_size > 1:
             self.last_loss, self.last_traces = mean_over_ranks(self.trainer.strategy, self.last_loss, self.last_traces)
+        metrics: Metrics = {}
         for logger in self.step_loggers:
-            logger.before_update(self.trainer, self, optimizer, step)
+            metrics.update(logger.before_update(self.trainer, self, optimizer, step) or {})
+        return metrics
 
     def _loss_and_gradients(self, batch: Batch, through_lightning: bool) -> tuple[torch.Tensor, LogProbs]:
         """Loss and gradients of one step. Lightning's backward (its hooks and precision plugin,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from lightning_svi.callbacks.logging import StepLogger, log_scalars
+from lightning_svi.callbacks.logging import Metrics, StepLogger
 from lightning_svi.models.base import Batch
 
 
@@ -24,13 +24,13 @@ class EvidenceLogger(StepLogger):
 
     def before_update(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer, step: int
-    ) -> None:
+    ) -> Metrics | None:
         # θ before the update: the one the step's ELBO was estimated at, so that the gap compares like with like.
         evidence = log_evidence(pl_module, self.full_data)
         if evidence is None or pl_module.last_loss is None:
-            return
+            return None
         gap = evidence + pl_module.last_loss  # log p_θ(x) − ELBO
-        log_scalars(trainer, {"evidence/log_evidence": evidence, "evidence/gap": gap}, step)
+        return {"evidence/log_evidence": evidence, "evidence/gap": gap}
 
 
 def log_evidence(pl_module: pl.LightningModule, full_data: Batch) -> torch.Tensor | None:

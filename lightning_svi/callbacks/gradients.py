@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from lightning_svi.callbacks.logging import StepLogger, log_scalars
+from lightning_svi.callbacks.logging import Metrics, StepLogger
 
 
 class GradientNormLogger(StepLogger):
@@ -13,12 +13,12 @@ class GradientNormLogger(StepLogger):
 
     def before_update(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer, step: int
-    ) -> None:
-        metrics = {}
+    ) -> Metrics:
+        metrics: Metrics = {}
         for group in optimizer.param_groups:
             grads = [parameter.grad for parameter in group["params"] if parameter.grad is not None]
             if grads:
                 metrics[f"grad_norm/{group['name']}"] = torch.linalg.vector_norm(
                     torch.stack(torch._foreach_norm(grads))
                 )
-        log_scalars(trainer, metrics, step)
+        return metrics

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 MAX_ELEMENT_SCALARS = 16
 
+Metrics = dict[str, torch.Tensor | float]  # scalars of one step, by tag
+
 
 def is_logging_step(trainer: pl.Trainer, step: int | None = None) -> bool:
     """True on the first step, every ``trainer.log_every_n_steps`` steps, and on the last step.
@@ -33,19 +35,23 @@ class StepLogger(pl.Callback):
     (``is_logging_step``), also on the steps inside a batch of several, which Lightning's own hooks
     never see: a logged step then costs its logging, not a Lightning batch of its own.
 
-    ``step`` is the step being logged, counted as ``trainer.global_step`` counts it after the update.
+    The hooks return the step's scalars (or None); ``SVIModule`` writes those of all loggers with
+    one ``log_scalars`` call, one copy to the host for the step. ``step`` is the step being logged,
+    counted as ``trainer.global_step`` counts it after the update.
     """
 
     def before_update(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer, step: int
-    ) -> None:
+    ) -> Metrics | None:
         """After the step's loss and gradients, before the optimizer applies them."""
+        return None
 
-    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> Metrics | None:
         """After the optimizer has applied the step's gradients."""
+        return None
 
 
-def log_scalars(trainer: pl.Trainer, metrics: dict[str, torch.Tensor | float], step: int) -> None:
+def log_scalars(trainer: pl.Trainer, metrics: Metrics, step: int) -> None:
     """Write scalars to every logger, once (rank 0), all at one step."""
     if not trainer.is_global_zero or not metrics:
         return
@@ -84,9 +90,7 @@ def tensorboard_writers(trainer: pl.Trainer) -> list[SummaryWriter]:
     return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
 
 
-def tensor_scalars(
-    tag: str, value: torch.Tensor, max_elements: int = MAX_ELEMENT_SCALARS
-) -> dict[str, torch.Tensor | float]:
+def tensor_scalars(tag: str, value: torch.Tensor, max_elements: int = MAX_ELEMENT_SCALARS) -> Metrics:
     """The scalars that stand for a tensor: itself if it is a scalar (left a tensor, for
     ``log_scalars`` to copy with the rest), one per element if it has at most ``max_elements``,
     else its ``min``, ``median`` and ``max`` (so a chart can still follow it)."""
@@ -100,7 +104,7 @@ def tensor_scalars(
 
 def log_tensor(
     trainer: pl.Trainer, tag: str, value: torch.Tensor, step: int, max_elements: int = MAX_ELEMENT_SCALARS
-) -> dict[str, torch.Tensor | float]:
+) -> Metrics:
     """A histogram of a tensor-valued quantity too large for a scalar per element (TensorBoard only);
     returns the scalars to log for it (``tensor_scalars``). Small tensors get no histogram: their
     elements' charts say all it would, and a histogram costs more than a small model's step."""

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
-import torch
 
-from lightning_svi.callbacks.logging import StepLogger, log_scalars, log_tensor
+from lightning_svi.callbacks.logging import Metrics, StepLogger, log_tensor
 from lightning_svi.params import constrained_values
 
 
@@ -16,9 +15,9 @@ class ParameterLogger(StepLogger):
     def __init__(self, max_elements: int = 16) -> None:
         self.max_elements = max_elements
 
-    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        metrics: dict[str, torch.Tensor | float] = {}
+    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> Metrics:
+        metrics: Metrics = {}
         for side, module in (("theta", pl_module.model), ("phi", pl_module.guide)):
             for name, value in constrained_values(module).items():
                 metrics.update(log_tensor(trainer, f"{side}/{name}", value, step, self.max_elements))
-        log_scalars(trainer, metrics, step)
+        return metrics

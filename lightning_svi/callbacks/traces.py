@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from lightning_svi.callbacks.logging import StepLogger, log_scalars
+from lightning_svi.callbacks.logging import Metrics, StepLogger
 
 
 class TraceLogger(StepLogger):
@@ -26,11 +26,11 @@ class TraceLogger(StepLogger):
         self.sampled_every_n_steps = sampled_every_n_steps
         self._sampled_at: int | None = None
 
-    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> Metrics | None:
         if pl_module.last_traces is None:
-            return
+            return None
         traces = pl_module.last_traces
-        metrics = {
+        metrics: Metrics = {
             "train/loss": pl_module.last_loss,
             "train/elbo": -pl_module.last_loss,
             "trace/log_p": traces.log_p,
@@ -43,7 +43,7 @@ class TraceLogger(StepLogger):
                 self._sampled_at = step
                 sampled = traces.log_p_sampled_sites
                 metrics.update({f"trace/log_p_sampled/{site}": value for site, value in sampled.items()})
-        log_scalars(trainer, metrics, step)
+        return metrics
 
     def _samples_at(self, trainer: pl.Trainer, step: int) -> bool:
         every = self.sampled_every_n_steps
