@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyro
@@ -13,7 +14,7 @@ from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.plugins.precision import Precision
 from torch.optim.lr_scheduler import LRScheduler
 
-from lightning_svi.callbacks.logging import Metrics, StepLogger, is_logging_step, log_scalars
+from lightning_svi.callbacks.logging import Metrics, StepLogger, is_logging_step, log_scalars, merged
 from lightning_svi.checkpoint_identity import IDENTITY_KEY, check_identity, checkpoint_identity
 from lightning_svi.compiled import CompiledSVIStep, CompileError
 from lightning_svi.distributed import mean_over_ranks, seed_ranks_apart
@@ -25,8 +26,9 @@ from lightning_svi.params import side_parameters
 
 # Never parameters, buffers or submodules, so nn.Module.__setattr__ has nothing to do for them.
 _PLAIN_ATTRIBUTES = frozenset(
-    {"_current_fx_name", "last_loss", "last_traces", "batch_steps", "step_loggers", "plain_precision"}
-)
+    {"_current_fx_name", "last_loss", "last_traces", "batch_steps", "log_before_update", "log_after_update",
+     "plain_precision"}
+)  # fmt: skip
 
 
 class SVIModule(pl.LightningModule):
@@ -75,7 +77,9 @@ class SVIModule(pl.LightningModule):
         self.automatic_optimization = False
         self.last_loss: torch.Tensor | None = None
         self.last_traces: LogProbs | None = None
-        self.step_loggers: list[StepLogger] = []  # the trainer's, found in on_train_start
+        # The trainer's step loggers, merged into one hook each (set in on_train_start).
+        self.log_before_update: Callable[..., Metrics] = merged([])
+        self.log_after_update: Callable[..., Metrics] = merged([])
         self.plain_precision = False  # whether Lightning's backward is plain autograd (set in on_train_start)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -112,7 +116,9 @@ class SVIModule(pl.LightningModule):
             raise CompileError("compile.enabled=true runs on one process; use compile.enabled=false with DDP.")
 
     def on_train_start(self) -> None:
-        self.step_loggers = [callback for callback in self.trainer.callbacks if isinstance(callback, StepLogger)]
+        loggers = [callback for callback in self.trainer.callbacks if isinstance(callback, StepLogger)]
+        self.log_before_update = merged([logger.before_update for logger in loggers])
+        self.log_after_update = merged([logger.after_update for logger in loggers])
         self.plain_precision = type(self.trainer.precision_plugin) is Precision
         # Traced here, once the optimizer (and a resumed run's state) exists: the graph may apply its update.
         if self.compile_backend is not None:
@@ -144,23 +150,17 @@ class SVIModule(pl.LightningModule):
             # Kept for the loggers, the guard and the progress bar; no self.log here: its per-step
             # bookkeeping costs more than a small model's whole step.
             self.last_loss, self.last_traces = loss.detach(), traces
-            metrics = self._before_update(optimizer.optimizer, step) if logged else None
+            if logged:
+                if trainer.world_size > 1:
+                    self.last_loss, self.last_traces = mean_over_ranks(trainer.strategy, loss.detach(), traces)
+                metrics = self.log_before_update(trainer, self, optimizer.optimizer, step)
             _update(optimizer if last else optimizer.optimizer, scheduler)
             if not last:
                 count_step(trainer)
-            if metrics is not None:
-                for logger in self.step_loggers:
-                    metrics.update(logger.after_update(trainer, self, step) or {})
+            if logged:
+                metrics.update(self.log_after_update(trainer, self, step))
                 log_scalars(trainer, metrics, step)  # one copy to the host for the step's scalars
         return loss
-
-    def _before_update(self, optimizer: torch.optim.Optimizer, step: int) -> Metrics:
-        if self.trainer.world_size > 1:
-            self.last_loss, self.last_traces = mean_over_ranks(self.trainer.strategy, self.last_loss, self.last_traces)
-        metrics: Metrics = {}
-        for logger in self.step_loggers:
-            metrics.update(logger.before_update(self.trainer, self, optimizer, step) or {})
-        return metrics
 
     def _loss_and_gradients(self, batch: Batch, through_lightning: bool) -> tuple[torch.Tensor, LogProbs]:
         """Loss and gradients of one step. Lightning's backward (its hooks and precision plugin,

@@ -7,6 +7,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from lightning_svi.callbacks.group import CallbackGroup
+from lightning_svi.callbacks.logging import StepLogger
 
 
 class Recorder(pl.Callback):
@@ -50,3 +51,23 @@ def test_member_states_round_trip_under_their_own_keys() -> None:
     restored = StartOnly([])
     CallbackGroup([restored]).load_state_dict(state)
     assert restored.count == 3
+
+
+class Scalars(StepLogger):
+    def __init__(self, before: dict[str, float] | None, after: dict[str, float] | None) -> None:
+        self.before, self.after = before, after
+
+    def before_update(self, trainer: Any, pl_module: Any, optimizer: Any, step: int) -> dict[str, float] | None:
+        return self.before
+
+    def after_update(self, trainer: Any, pl_module: Any, step: int) -> dict[str, float] | None:
+        return None if self.after is None else {tag: value + step for tag, value in self.after.items()}
+
+
+def test_step_hooks_merge_the_members_scalars_and_skip_the_rest() -> None:
+    group = CallbackGroup(
+        [Scalars({"a": 1.0}, None), Recorder("r", []), Scalars(None, {"b": 2.0}), Scalars({"a": 5.0}, {"c": 0.0})]
+    )
+    assert group.before_update(None, None, None, 3) == {"a": 5.0}  # later members win a shared tag
+    assert group.after_update(None, None, 3) == {"b": 5.0, "c": 3.0}
+    assert CallbackGroup([Recorder("r", [])]).after_update(None, None, 3) is None  # the base no-op

@@ -62,3 +62,18 @@ def test_divergence_inside_a_batch_is_caught_at_its_end_and_says_which_steps(tra
     first = int(re.search(r"Steps (\d+)-", str(raised.value)).group(1))
     # Batches of 10, logged steps inside them: [1-10], [11-20], ...
     assert first == step - 9 and step % 10 == 0
+
+
+@pytest.mark.parametrize(("precision", "lightning_backwards"), [([], 2), (["+trainer.precision=bf16-mixed"], 20)])
+def test_lightning_runs_the_backward_of_each_batch_end_or_of_every_step_under_a_precision_plugin(
+    train_in_process, monkeypatch: pytest.MonkeyPatch, precision: list[str], lightning_backwards: int
+) -> None:
+    """Steps before a batch's last call autograd directly, unless the precision plugin may act on the loss."""
+    from lightning_svi.module import SVIModule
+
+    calls = []
+    original = SVIModule.manual_backward
+    monkeypatch.setattr(SVIModule, "manual_backward", lambda self, loss: calls.append(1) or original(self, loss))
+    summary = train_in_process("model=beta_bernoulli", "trainer.max_steps=20", "steps_per_batch=10", *precision)
+    assert summary["steps"] == 20
+    assert len(calls) == lightning_backwards

@@ -37,3 +37,13 @@ def test_values_reach_the_writer_once_flush_seconds_have_passed(tmp_path: Path) 
     logger.add_scalars({"a": 1.0}, step=1)
     logger.experiment.flush()
     assert read_scalars(tmp_path) == {"a": [(1, 1.0)]}
+
+
+def test_scalars_of_any_one_element_shape_and_dtype_come_out_as_floats_in_order() -> None:
+    from lightning_svi.callbacks.logging import as_floats
+
+    values = [torch.tensor(1.5), 2, torch.tensor([3.0]), torch.tensor(4, dtype=torch.int64), torch.tensor(0.25)]
+    assert as_floats(values) == [1.5, 2.0, 3.0, 4.0, 0.25]
+    assert as_floats([torch.tensor(1.0, requires_grad=True) * 2]) == [2.0]
+    with pytest.raises(ValueError, match=r"one element each, got shapes \[\(\), \(2,\)\]"):
+        as_floats([torch.tensor(1.0), torch.tensor([1.0, 2.0])])

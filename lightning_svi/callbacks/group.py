@@ -8,7 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from lightning_svi.callbacks.logging import Metrics, StepLogger
+from lightning_svi.callbacks.logging import StepLogger, merged
 
 STEP_HOOKS = ("before_update", "after_update")
 HOOKS = tuple(
@@ -22,18 +22,6 @@ def _forward_to(methods: list[Callable[..., Any]]) -> Callable[..., None]:
     def hook(*args: Any, **kwargs: Any) -> None:
         for method in methods:
             method(*args, **kwargs)
-
-    return hook
-
-
-def _merge_from(methods: list[Callable[..., Metrics | None]]) -> Callable[..., Metrics]:
-    """A step hook of the group: the members' scalars, merged."""
-
-    def hook(*args: Any, **kwargs: Any) -> Metrics:
-        metrics: Metrics = {}
-        for method in methods:
-            metrics.update(method(*args, **kwargs) or {})
-        return metrics
 
     return hook
 
@@ -53,7 +41,7 @@ class CallbackGroup(StepLogger):
         for name in HOOKS:
             methods = [getattr(callback, name) for callback in self.callbacks if _overrides(callback, name)]
             if methods:
-                setattr(self, name, (_merge_from if name in STEP_HOOKS else _forward_to)(methods))
+                setattr(self, name, (merged if name in STEP_HOOKS else _forward_to)(methods))
 
     def state_dict(self) -> dict[str, Any]:
         return {callback.state_key: state for callback in self.callbacks if (state := callback.state_dict())}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -51,6 +51,19 @@ class StepLogger(pl.Callback):
         return None
 
 
+def merged(hooks: list[Callable[..., Metrics | None]]) -> Callable[..., Metrics]:
+    """One step hook standing for ``hooks`` (``StepLogger.before_update`` or ``after_update`` of
+    several loggers): calls them in order and merges the scalars they return."""
+
+    def hook(*args: Any, **kwargs: Any) -> Metrics:
+        metrics: Metrics = {}
+        for each in hooks:
+            metrics.update(each(*args, **kwargs) or {})
+        return metrics
+
+    return hook
+
+
 def log_scalars(trainer: pl.Trainer, metrics: Metrics, step: int) -> None:
     """Write scalars to every logger, once (rank 0), all at one step."""
     if not trainer.is_global_zero or not metrics:
@@ -74,13 +87,13 @@ def as_floats(values: list[torch.Tensor | float]) -> list[float]:
 def _stacked_scalars(tensors: list[torch.Tensor]) -> torch.Tensor:
     """One-element tensors as one float tensor on the CPU: a single stack when they share a shape
     and a device (the usual case: a logging step's dozen scalars cost one op, not four each)."""
-    try:
-        flat = torch.stack(tensors).reshape(-1)
-    except RuntimeError:  # shapes () and (1,) mixed, or a few on the CPU beside the training device
-        flat = torch.stack([tensor.reshape(()).to(tensors[0].device) for tensor in tensors])
-    if flat.numel() != len(tensors):
+    if any(tensor.numel() != 1 for tensor in tensors):
         raise ValueError(f"scalars must have one element each, got shapes {[tuple(t.shape) for t in tensors]}")
-    return flat.float().cpu()
+    first = tensors[0]
+    if all(tensor.shape == first.shape and tensor.device == first.device for tensor in tensors):
+        return torch.stack(tensors).reshape(-1).float().cpu()
+    # Shapes () and (1,) mixed, or a few on the CPU beside the training device.
+    return torch.stack([tensor.reshape(()).to(first.device) for tensor in tensors]).float().cpu()
 
 
 def tensorboard_writers(trainer: pl.Trainer) -> list[SummaryWriter]:
