@@ -11,7 +11,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from lightning_svi.estimators import build_estimator
+from lightning_svi.estimators import build_estimator, summed_out_log_density
 from lightning_svi.guides import build_guide
 from lightning_svi.models.gmm import GaussianMixture
 from tests.conftest import read_histogram_tags, read_scalars
@@ -73,6 +73,24 @@ def test_log_p_is_the_summed_out_density_so_the_elbo_identity_holds(
     assert set(sampled) == {"assignment", "x"}
     assert all(math.isfinite(value.item()) for value in sampled.values())
     assert (sampled["assignment"] + sampled["x"]).item() <= traces.log_p_sites["marginal(assignment,x)"].item() + 1e-4
+
+
+def test_marginal_term_is_the_summed_out_likelihood_with_or_without_the_loss_cache(tiny: tuple) -> None:
+    """The summed-out term reuses the loss's contraction cache; it is Σ_i logsumexp_k [log w_k + log N(x_i; μ_k, σ)]
+    at the step's guide sample, the same number when contracted afresh."""
+    model, batch = tiny
+    estimator = build_estimator("TraceEnum_ELBO", num_particles=1)
+    estimator(model, model.full_guide())(batch)
+    model_trace, guide_trace = estimator.last_traces.pairs[0]
+    weights, locs, scale = (guide_trace.nodes[name]["value"] for name in ("weights", "locs", "scale"))
+    by_hand = torch.logsumexp(weights.log() + dist.Normal(locs, scale).log_prob(batch["x"][:, None]), dim=-1).sum()
+    cached = estimator.last_traces.log_p_sites["marginal(assignment,x)"]
+    assert cached.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert not cached.requires_grad
+    del model_trace._sharing_cache
+    names, afresh = summed_out_log_density(model_trace, guide_trace)
+    assert names == ["assignment", "x"]
+    assert afresh.item() == pytest.approx(cached.item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["full", "delta", "normal", "diag_normal"])
