@@ -20,10 +20,15 @@ class BufferedTensorBoardLogger(TensorBoardLogger):
     step's values wait in memory as one event and reach the writer every ``flush_seconds``, on
     ``save`` (which ``SVIModule`` calls before every checkpoint is written) and in ``finalize``,
     which Lightning calls when training ends, also after an exception, so a crash loses nothing
-    logged before it, and a killed process nothing logged before its last checkpoint."""
+    logged before it, and a killed process nothing logged before its last checkpoint.
 
-    def __init__(self, *args: Any, flush_seconds: float = 2.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    The writer's queue holds ``max_queue`` events (SummaryWriter's option, 10 by default). A flush
+    hands over every step since the last one, hundreds when each step is logged; with room for 10
+    each ``put`` waited for the writer thread to take an event: 130 µs an event instead of 25 when
+    1,000 events are handed over in a loop."""
+
+    def __init__(self, *args: Any, flush_seconds: float = 2.0, max_queue: int = 4096, **kwargs: Any) -> None:
+        super().__init__(*args, max_queue=max_queue, **kwargs)
         event_crc.install()
         self.flush_seconds = flush_seconds
         self._pending: dict[int, list[Summary.Value]] = {}

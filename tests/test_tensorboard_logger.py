@@ -47,3 +47,14 @@ def test_scalars_of_any_one_element_shape_and_dtype_come_out_as_floats_in_order(
     assert as_floats([torch.tensor(1.0, requires_grad=True) * 2]) == [2.0]
     with pytest.raises(ValueError, match=r"one element each, got shapes \[\(\), \(2,\)\]"):
         as_floats([torch.tensor(1.0), torch.tensor([1.0, 2.0])])
+
+
+def test_a_flush_of_many_steps_fits_the_writer_queue_and_every_step_is_written(tmp_path: Path) -> None:
+    """A flush hands over every waiting step at once; the writer's queue has room for them (its
+    default of 10 made each hand-over wait for the writer thread), and all of them reach the file."""
+    logger = BufferedTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="", flush_seconds=3600)
+    assert logger.experiment.max_queue == 4096
+    for step in range(1, 1001):
+        logger.add_scalars({"a": float(step)}, step=step)
+    logger.save()
+    assert read_scalars(tmp_path)["a"] == [(step, float(step)) for step in range(1, 1001)]
