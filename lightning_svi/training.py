@@ -36,6 +36,7 @@ from lightning_svi.estimators import build_estimator
 from lightning_svi.guides import build_guide
 from lightning_svi.models.loading import load_model_class
 from lightning_svi.module import SVIModule
+from lightning_svi.positive_transform import positive_as_exp
 from lightning_svi.resume import checkpoint_to_resume
 from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger
 
@@ -128,6 +129,7 @@ def train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None =
         plugins=[AtomicCheckpointIO()],
     )
     ckpt_path = checkpoint_to_resume(cfg.ckpt_path, run_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with positive_as_exp():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     # Every rank returns the summary: rank 0 wrote it, the others may get here first.
     return next(callback.summary for callback in callbacks if isinstance(callback, RunSummary))
