@@ -4,8 +4,9 @@ torch registers ``ExpTransform`` for ``constraints.positive`` and then, for the 
 class (``positive`` is ``greater_than(0)``), ``exp`` followed by ``0 + 1 · x``; the later
 registration wins. Every read of a positive ``PyroParam`` (and every positive latent site an
 autoguide constrains) then runs two extra tensor ops forward and two backward, and builds three
-transform objects: on the 5,000-flip beta-Bernoulli, four reads a step, 3–12% of the step
-(``/tmp`` A/B runs, interleaved). ``train`` runs the fit inside ``positive_as_exp``.
+transform objects: on the 5,000-flip beta-Bernoulli, four reads a step, 3–12 % of the step in
+interleaved runs with and without (docs/performance.md). ``train`` runs the fit inside
+``positive_as_exp``.
 """
 
 from __future__ import annotations
