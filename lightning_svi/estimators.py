@@ -281,8 +281,13 @@ ESTIMATORS: dict[str, type] = {
 def build_estimator(
     name: str, num_particles: int = 1, vectorize_particles: bool = False, max_plate_nesting: int | None = None
 ) -> pyro.infer.ELBO:
-    """The ELBO estimator ``name`` (a key of ``ESTIMATORS``), recording its traces."""
+    """The ELBO estimator ``name`` (a key of ``ESTIMATORS``), recording its traces.
+
+    ``TraceEnum_ELBO`` is every model's default here, enumerated or not; without enumerated sites
+    it is ``Trace_ELBO``'s estimate, so Pyro's warning that it found none is turned off."""
     options: dict = {"num_particles": num_particles, "vectorize_particles": vectorize_particles}
     if max_plate_nesting is not None:
         options["max_plate_nesting"] = max_plate_nesting
+    if name == "TraceEnum_ELBO":
+        options["strict_enumeration_warning"] = False
     return ESTIMATORS[name](**options)

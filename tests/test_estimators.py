@@ -56,3 +56,22 @@ def test_gradient_of_tracegraph_loss_matches_trace_elbo_for_reparameterized_guid
         build_estimator(name)(model, guide)(batch).backward()
         gradients.append(model.alpha_unconstrained.grad.clone())
     assert torch.allclose(gradients[0], gradients[1], rtol=1e-4)
+
+
+def test_trace_enum_on_a_model_without_enumerated_sites_gives_no_warning_and_trace_elbos_loss(
+    model_and_batch: tuple,
+) -> None:
+    """The default estimator for every model: without enumerated sites it is Trace_ELBO's estimate, and
+    Pyro's warning that it found none (addressed to a choice the user did not make) stays quiet."""
+    import warnings
+
+    model, batch = model_and_batch
+    guide = model.full_guide()
+    losses = {}
+    for name in ("TraceEnum_ELBO", "Trace_ELBO"):
+        pyro.set_rng_seed(1)
+        with warnings.catch_warnings(record=True) as caught, pyro.validation_enabled(True):
+            warnings.simplefilter("always")
+            losses[name] = build_estimator(name, max_plate_nesting=1)(model, guide)(batch)
+        assert not [warning for warning in caught if "enumeration" in str(warning.message)]
+    assert losses["TraceEnum_ELBO"].item() == pytest.approx(losses["Trace_ELBO"].item(), rel=1e-6)
