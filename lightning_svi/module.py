@@ -25,10 +25,7 @@ from lightning_svi.optim import build_optimizer, build_scheduler
 from lightning_svi.params import side_parameters
 
 # Never parameters, buffers or submodules, so nn.Module.__setattr__ has nothing to do for them.
-_PLAIN_ATTRIBUTES = frozenset(
-    {"_current_fx_name", "last_loss", "last_traces", "batch_steps", "log_before_update", "log_after_update",
-     "plain_precision"}
-)  # fmt: skip
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss", "last_traces", "batch_steps"})
 
 
 class SVIModule(pl.LightningModule):
@@ -152,7 +149,7 @@ class SVIModule(pl.LightningModule):
             self.last_loss, self.last_traces = loss.detach(), traces
             if logged:
                 if trainer.world_size > 1:
-                    self.last_loss, self.last_traces = mean_over_ranks(trainer.strategy, loss.detach(), traces)
+                    self.last_loss, self.last_traces = mean_over_ranks(trainer.strategy, self.last_loss, traces)
                 metrics = self.log_before_update(trainer, self, optimizer.optimizer, step)
             _update(optimizer if last else optimizer.optimizer, scheduler)
             if not last:

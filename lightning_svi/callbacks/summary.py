@@ -15,7 +15,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_svi.callbacks.evidence import log_evidence
-from lightning_svi.callbacks.logging import StepLogger
+from lightning_svi.callbacks.logging import StepLogger, as_floats
 from lightning_svi.callbacks.non_finite import TrainingDiverged
 from lightning_svi.errors import UserInputError
 from lightning_svi.models.base import Batch
@@ -63,7 +63,9 @@ class RunSummary(StepLogger):
         self.path = Path(path)
         self.names = names
         self.full_data = full_data
-        self.recent: deque[torch.Tensor] = deque(maxlen=window)  # (loss, log p, log q) of the last logged steps
+        self.recent: deque[tuple[torch.Tensor, ...]] = deque(
+            maxlen=window
+        )  # (loss, log p, log q) of the last logged steps
         self.started_at = time.perf_counter()
         self.first_step_at: float | None = None
         self.last_step_at: float | None = None
@@ -86,10 +88,10 @@ class RunSummary(StepLogger):
 
     def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         if pl_module.last_traces is not None:
-            # Kept as tensors, read once when the summary is written: no host sync on the logging step.
+            # The step's own tensors, read once when the summary is written: no op and no host sync
+            # on the logging step.
             traces = pl_module.last_traces
-            values = [pl_module.last_loss, traces.log_p, traces.log_q]
-            self.recent.append(torch.stack([value.detach().float().to(pl_module.device) for value in values]))
+            self.recent.append((pl_module.last_loss, traces.log_p, traces.log_q))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer, pl_module, "completed" if trainer.global_step >= trainer.max_steps else "stopped")
@@ -121,7 +123,8 @@ class RunSummary(StepLogger):
         return {key: to_json_value(value) for key, value in final.items()}
 
     def _recent_rows(self) -> list[list[float]]:
-        return torch.stack(list(self.recent)).cpu().tolist() if self.recent else []
+        values = as_floats([value for row in self.recent for value in row])  # one copy to the host
+        return [values[start : start + 3] for start in range(0, len(values), 3)]
 
     def posterior(self, pl_module: pl.LightningModule) -> dict[str, Any]:
         data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
