@@ -37,6 +37,7 @@ def test_inside_the_block_a_zero_bound_is_exp_alone_and_the_old_factories_come_b
 def test_the_registries_come_back_after_an_exception() -> None:
     before = type(transform_to(constraints.positive))
     with pytest.raises(RuntimeError, match="inside"), positive_as_exp():
+        assert type(transform_to(constraints.positive)) is ExpTransform
         raise RuntimeError("inside")
     assert type(transform_to(constraints.positive)) is before
 
@@ -59,6 +60,8 @@ def test_values_gradients_and_jacobians_are_bit_for_bit_torchs(constraint: const
 
 
 def test_svi_on_positive_parameters_follows_the_same_path_bit_for_bit() -> None:
+    reads: list[str] = []
+
     def fitted_parameters() -> list[torch.Tensor]:
         pyro.settings.set(module_local_params=True)
         pyro.set_rng_seed(0)
@@ -67,6 +70,7 @@ def test_svi_on_positive_parameters_follows_the_same_path_bit_for_bit() -> None:
         guide = model.full_guide()
         loss_fn = build_estimator("TraceEnum_ELBO")(model, guide)
         loss_fn(data)
+        reads.append(model.alpha.grad_fn.name())  # the op that last made α from its unconstrained value
         optimizer = torch.optim.Adam(loss_fn.parameters(), lr=0.05)
         for _ in range(20):
             optimizer.zero_grad()
@@ -77,6 +81,7 @@ def test_svi_on_positive_parameters_follows_the_same_path_bit_for_bit() -> None:
     expected = fitted_parameters()
     with positive_as_exp():
         actual = fitted_parameters()
+    assert reads == ["AddBackward0", "ExpBackward0"]  # torch's 0 + 1 · exp(x), then exp(x) alone: another path
     assert len(actual) == 4
     for want, got in zip(expected, actual, strict=True):
         assert torch.equal(got, want)

@@ -119,6 +119,13 @@ def test_summary_json_follows_the_contract(train_in_process, tmp_path: Path) -> 
     assert final["elbo"] == pytest.approx(-final["loss"])
     assert final["elbo"] == pytest.approx(final["log_p"] - final["log_q"], rel=1e-4)
     assert final["gap"] == pytest.approx(final["log_evidence"] - final["elbo"])
+    # The averages are over the logged steps in the window of 10 (here all 7: 1, 5, ..., 30), the
+    # same values TensorBoard got.
+    scalars = read_scalars(tmp_path / "run")
+    for key, tag in (("loss", "train/loss"), ("log_p", "trace/log_p"), ("log_q", "trace/log_q")):
+        assert [step for step, _ in scalars[tag]] == [1, 5, 10, 15, 20, 25, 30], tag
+        logged = [value for _, value in scalars[tag]]
+        assert final[key] == pytest.approx(sum(logged) / len(logged), rel=1e-5), key
     assert len(summary["phi"]["qa"]) == 50
     assert summary["timing"]["steps_per_second"] > 0
     assert summary["timing"]["wall_seconds"] > 0
