@@ -12,7 +12,6 @@ import importlib.util
 import re
 import zipfile
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +37,6 @@ FULL_BATCH_GUIDES = ("diag_normal", "lowrank")
 # Lightning's accelerator names; whether the machine has one is known only once torch is imported.
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
-_INIT_SCALE: dict[str, Requirement] = {"init_scale": require_positive}
-# The options each guide kind takes from the config; ``full`` is the model's own guide (none for the built-in ones).
-GUIDE_OPTIONS: dict[str, Mapping[str, Requirement]] = {
-    "full": {},
-    "empty": {},
-    "delta": {},
-    "normal": _INIT_SCALE,
-    "diag_normal": _INIT_SCALE,
-    "lowrank": {**_INIT_SCALE, "rank": partial(require_int, minimum=1, optional=True)},
-}
-GUIDE_KINDS = tuple(GUIDE_OPTIONS)
 
 
 def _require_betas(key: str, value: Any) -> None:
@@ -120,8 +108,8 @@ def check_model(model: DictConfig) -> ModelSpec | None:
     """The spec of a built-in model with its options checked; None for a user's model (checked once imported)."""
     if OmegaConf.is_missing(model, "_target_") or not isinstance(model.get("_target_"), str):
         raise ConfigError(
-            "model._target_ is not set: with model=custom give the dotted path of your SVIModel subclass, "
-            "e.g. model._target_=my_package.MyModel."
+            "model._target_ is not set: give the dotted path of your Pyro model (a function or a class), "
+            "e.g. model._target_=my_file.model."
         )
     target = model._target_
     spec = BUILTIN_MODELS.get(target)
@@ -132,7 +120,7 @@ def check_model(model: DictConfig) -> ModelSpec | None:
         names = "|".join(builtin.name for builtin in BUILTIN_MODELS.values())
         raise ConfigError(
             f"model._target_={target}: not a built-in model; choose one with model={names}, "
-            "or your own with model=custom model._target_=my_package.MyModel."
+            "or your own with model._target_=my_file.model."
         )
     # Finding the top-level package runs none of its code (which may import torch).
     package = target.split(".")[0]
@@ -146,10 +134,11 @@ def check_model(model: DictConfig) -> ModelSpec | None:
 
 
 def check_guide(guide: DictConfig, model: ModelSpec | None) -> None:
-    require_choice("guide.kind", guide.kind, GUIDE_KINDS)
-    if guide.kind == "full" and model is None:
-        return  # a user's own full guide may take options of its own
-    require_options("guide", _options(guide, "kind"), GUIDE_OPTIONS[guide.kind], f"guide={guide.kind}")
+    """A guide is a ``_target_`` (function, class, autoguide), a ``method`` of the model's object, or
+    ``kind`` full or empty; a target's options are checked when it is built."""
+    if guide.get("_target_") is not None or guide.get("method") is not None:
+        return
+    require_choice("guide.kind", guide.get("kind"), ("full", "empty"))
     if guide.kind == "empty" and model is not None and not model.has_parameters:
         raise nothing_to_train(model.name)
 
@@ -273,7 +262,7 @@ def check_config(cfg: DictConfig) -> None:
     require_bool("validate_every_step", cfg.get("validate_every_step", False))
     require_bool("rank_dumps", cfg.get("rank_dumps", False))
     check_checkpoint_path(cfg.get("ckpt_path"))
-    if cfg.data.get("batch_size") is not None and cfg.guide.kind in FULL_BATCH_GUIDES:
+    if cfg.data.get("batch_size") is not None and cfg.guide.get("kind") in FULL_BATCH_GUIDES:
         raise ConfigError(
             f"guide={cfg.guide.kind} with data.batch_size={cfg.data.batch_size}: this guide flattens all latents "
             "into one vector and cannot follow a minibatch; use guide=normal, guide=delta or guide=full, "

@@ -14,7 +14,7 @@ from pyro.nn import PyroModule
 from pyro.poutine.util import site_is_subsample
 
 from lightning_svi.models.base import Batch
-from lightning_svi.params import constrained_values
+from lightning_svi.params import named_parameters
 
 UNATTACHED = "other"
 
@@ -31,7 +31,7 @@ def is_latent_site(site: dict) -> bool:
 
 
 def sites_shaped_by(guide: PyroModule, batch: Batch) -> dict[str, tuple[str, ...]]:
-    """For each parameter of ``guide`` (named as in ``constrained_values``), the latent sites whose
+    """For each parameter of ``guide`` (named as in ``named_parameters``), the latent sites whose
     sample or density depends on it, in trace order. Auxiliary sites (a joint autoguide's packed
     latent) are not latent sites of the model and are left out."""
     leaves = _leaf_parameters(guide)
@@ -58,10 +58,9 @@ def sites_shaped_by(guide: PyroModule, batch: Batch) -> dict[str, tuple[str, ...
 
 
 def _leaf_parameters(guide: PyroModule) -> dict[str, torch.nn.Parameter]:
-    """The ``nn.Parameter`` behind each parameter named as in ``constrained_values`` (for a
+    """The ``nn.Parameter`` behind each parameter named as in ``named_parameters`` (for a
     ``PyroParam``, its unconstrained tensor)."""
-    leaves = dict(guide.named_parameters())
-    return {name: leaves.get(f"{name}_unconstrained", leaves.get(name)) for name in constrained_values(guide)}
+    return {name: parameter for name, (parameter, _) in named_parameters(guide).items()}
 
 
 def parameters_by_site(guide: PyroModule, batch: Batch) -> dict[str, list[str]]:

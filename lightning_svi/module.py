@@ -9,9 +9,9 @@ import pyro
 import pytorch_lightning as pl
 import torch
 from pyro.infer import ELBO
-from pyro.nn import PyroModule
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.plugins.precision import Precision
+from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from lightning_svi.callbacks.logging import Metrics, StepLogger, is_logging_step, log_scalars, merged
@@ -19,10 +19,11 @@ from lightning_svi.checkpoint_identity import IDENTITY_KEY, check_identity, chec
 from lightning_svi.compiled import CompiledSVIStep, CompileError
 from lightning_svi.distributed import mean_over_ranks, seed_ranks_apart
 from lightning_svi.estimators import LogProbs
-from lightning_svi.models.base import Batch, SVIModel
+from lightning_svi.models.base import Batch
 from lightning_svi.observed_steps import count_step, resolve_steps_per_batch, steps_this_batch
 from lightning_svi.optim import build_optimizer, build_scheduler
-from lightning_svi.params import side_parameters
+from lightning_svi.programs.sides import ParameterSides
+from lightning_svi.programs.warmup import warm_up
 
 # Never parameters, buffers or submodules, so nn.Module.__setattr__ has nothing to do for them.
 _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss", "last_traces", "batch_steps"})
@@ -34,8 +35,10 @@ class SVIModule(pl.LightningModule):
     The pair lives in Pyro's ``ELBOModule`` (``self.svi``), so θ and φ are ordinary module
     parameters: Lightning checkpoints them, moves them between devices and all-reduces their
     gradients under DDP. Lazily created parameters (autoguides) are made in ``setup`` by one loss
-    evaluation on the training device, before the optimizer and DDP see the module; that
-    evaluation runs with Pyro's validation on, later steps only if ``validate_every_step``.
+    evaluation on the training device, before the optimizer and DDP see the module (see
+    ``programs.warmup``); that evaluation runs with Pyro's validation on unless
+    ``validate_first_step`` is false, later steps only if ``validate_every_step``. θ and φ are
+    decided there by which program uses each parameter (``sides``).
 
 
     Under DDP each rank evaluates the ELBO on its own shard; on logging steps ``last_loss`` and
@@ -45,13 +48,14 @@ class SVIModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: SVIModel,
-        guide: PyroModule,
+        model: nn.Module,
+        guide: nn.Module,
         estimator: ELBO,
         warmup_batch: Batch,
         optim: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         validate_every_step: bool = False,
+        validate_first_step: bool = True,
         compile_backend: str | None = None,
         steps_per_batch: int | None = None,
         observed_every: tuple[int, ...] = (),
@@ -63,6 +67,7 @@ class SVIModule(pl.LightningModule):
         self.scheduler_options = dict(scheduler or {"name": "none"})
         self._warmup_batch = warmup_batch
         self.validate_every_step = validate_every_step
+        self.validate_first_step = validate_first_step
         self.compile_backend = compile_backend
         self.compiled_step: CompiledSVIStep | None = None
         self.steps_per_batch_option = steps_per_batch
@@ -78,6 +83,7 @@ class SVIModule(pl.LightningModule):
         self.log_before_update: Callable[..., Metrics] = merged([])
         self.log_after_update: Callable[..., Metrics] = merged([])
         self.plain_precision = False  # whether Lightning's backward is plain autograd (set in on_train_start)
+        self.sides: ParameterSides | None = None  # θ and φ by use, found in setup
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets these around every hook call and step; nn.Module's parameter and
@@ -88,24 +94,30 @@ class SVIModule(pl.LightningModule):
             super().__setattr__(name, value)
 
     @property
-    def model(self) -> SVIModel:
+    def model(self) -> nn.Module:
         return self.svi.model
 
     @property
-    def guide(self) -> PyroModule:
+    def guide(self) -> nn.Module:
         return self.svi.guide
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device
         self.to(device)
         batch = {name: tensor.to(device) for name, tensor in self._warmup_batch.items()}
-        with pyro.validation_enabled(True):
-            self.svi(batch)  # creates lazy parameters and checks the model and guide once, with Pyro's validation
+        # Creates lazy parameters (autoguides, pyro.param statements) before the optimizer and DDP
+        # see the module, checks the model and guide once with Pyro's validation, finds θ and φ.
+        datamodule = self.trainer.datamodule
+        full_batch = datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
+        if not full_batch:
+            rows = datamodule.table.__getitems__(torch.arange(datamodule.batch_size))
+            minibatch = {name: tensor.to(device) for name, tensor in rows.items()}
+        else:
+            minibatch = None
+        self.sides = warm_up(self.svi, self.estimator, batch, self.validate_first_step, minibatch)
         # Pyro's per-step argument and support checks cost about as much as a small model's step.
         pyro.enable_validation(self.validate_every_step)
         seed_ranks_apart(self.trainer.global_rank, self.trainer.world_size)
-        datamodule = self.trainer.datamodule
-        full_batch = datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
         self.steps_per_batch = resolve_steps_per_batch(
             self.steps_per_batch_option, self.trainer.world_size, full_batch, compiled=self.compile_backend is not None
         )
@@ -186,8 +198,7 @@ class SVIModule(pl.LightningModule):
         check_identity(checkpoint.get(IDENTITY_KEY), current, self.trainer.ckpt_path)
 
     def configure_optimizers(self) -> Any:
-        theta, phi = side_parameters(self.model, self.guide)
-        optimizer = build_optimizer(theta, phi, **self.optim_options)
+        optimizer = build_optimizer(self.sides.theta_parameters, self.sides.phi_parameters, **self.optim_options)
         scheduler = build_scheduler(optimizer, self.trainer.max_steps, **self.scheduler_options)
         if scheduler is None:
             return optimizer

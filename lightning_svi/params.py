@@ -1,40 +1,64 @@
-"""θ and φ as the user reasons about them: constrained values, named as declared."""
+"""θ and φ as the user reasons about them: constrained values, named as their author knows them."""
 
 from __future__ import annotations
 
 import torch
+from pyro.distributions import constraints
 from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import transform_to
 
+from lightning_svi.programs.program import PyroProgram
 
-def constrained_values(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached constrained values of every parameter of ``module``.
+NamedParameters = dict[str, tuple[nn.Parameter, constraints.Constraint]]
 
-    A ``PyroParam`` appears under its declared name (``alpha``, not ``alpha_unconstrained``) with its
-    constraint applied; a plain ``nn.Parameter`` (a network weight) appears as it is.
-    """
-    values: dict[str, torch.Tensor] = {}
-    covered: set[str] = set()
+# Wrapper attributes that are not part of the names a user knows their parameters by.
+_WRAPPER_PREFIXES = ("program.", "owner.")
+
+
+def _display_name(name: str) -> str:
+    for prefix in _WRAPPER_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def named_parameters(module: nn.Module) -> NamedParameters:
+    """Every parameter of ``module`` once, under the name its author knows it by, with its constraint:
+    a ``pyro.param`` under its Pyro name, a ``PyroParam`` under its attribute path (``alpha``, not
+    ``alpha_unconstrained``), a network weight under its module path."""
+    named: NamedParameters = {}
+    seen: set[int] = set()
+
+    def add(name: str, parameter: nn.Parameter, constraint: constraints.Constraint) -> None:
+        if id(parameter) not in seen:
+            seen.add(id(parameter))
+            named[name] = (parameter, constraint)
+
     for prefix, sub in module.named_modules():
-        if not isinstance(sub, PyroModule):
-            continue
-        for name, (constraint, _) in sub._pyro_params.items():
-            full_name = f"{prefix}.{name}" if prefix else name
-            # What ``getattr(sub, name)`` returns, without its trip through Pyro's effect handlers
-            # (40 µs a parameter, on every logging step).
-            unconstrained = sub._parameters[f"{name}_unconstrained"].detach()
-            values[full_name] = transform_to(constraint)(unconstrained)
-            covered.add(f"{full_name}_unconstrained")
+        if isinstance(sub, PyroProgram):
+            for name, (parameter, constraint) in sub.named_pyro_params().items():
+                add(name, parameter, constraint)
+        elif isinstance(sub, PyroModule):
+            for name, (constraint, _) in sub._pyro_params.items():
+                full_name = _display_name(f"{prefix}.{name}" if prefix else name)
+                add(full_name, sub._parameters[f"{name}_unconstrained"], constraint)
     for name, parameter in module.named_parameters():
-        if name not in covered:
-            values[name] = parameter.detach()
+        add(_display_name(name), parameter, constraints.real)
+    return named
+
+
+def constrained(named: NamedParameters) -> dict[str, torch.Tensor]:
+    """Detached constrained values of ``named``: what the user reasons about."""
+    values = {}
+    for name, (parameter, constraint) in named.items():
+        # ``getattr(module, name)`` without its trip through Pyro's effect handlers (40 µs a
+        # parameter, on every logging step).
+        value = parameter.detach()
+        values[name] = value if constraint is constraints.real else transform_to(constraint)(value)
     return values
 
 
-def side_parameters(model: nn.Module, guide: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(θ, φ): the model's parameters, and the guide's that the model does not own."""
-    theta = list(model.parameters())
-    owned = {id(parameter) for parameter in theta}
-    phi = [parameter for parameter in guide.parameters() if id(parameter) not in owned]
-    return theta, phi
+def constrained_values(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached constrained values of every parameter of ``module``, by ``named_parameters``' names."""
+    return constrained(named_parameters(module))

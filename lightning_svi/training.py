@@ -9,7 +9,7 @@ from typing import Any
 
 import pyro
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -32,11 +32,12 @@ from lightning_svi.callbacks.hparams import run_hparams
 from lightning_svi.callbacks.rank_state import RankStateDump
 from lightning_svi.checkpoint_io import AtomicCheckpointIO
 from lightning_svi.data.datamodule import TensorDataModule, load_data
+from lightning_svi.errors import ConfigError
 from lightning_svi.estimators import build_estimator
-from lightning_svi.guides import build_guide
-from lightning_svi.models.loading import load_model_class
+from lightning_svi.models.base import SVIModel
 from lightning_svi.module import SVIModule
 from lightning_svi.positive_transform import positive_as_exp
+from lightning_svi.programs.build import build_guide, build_model, guide_name, pair_programs
 from lightning_svi.resume import checkpoint_to_resume
 from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger
 
@@ -54,15 +55,43 @@ def reset_global_state(seed: int) -> None:
     pyro.set_rng_seed(seed)
 
 
-def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> SVIModule:
-    """The model, guide and estimator of ``cfg`` joined into an ``SVIModule``."""
-    model = instantiate(cfg.model, num_data=datamodule.num_rows)
-    guide_options = {key: value for key, value in cfg.guide.items() if key != "kind"}
-    guide = build_guide(cfg.guide.kind, model, **guide_options)
+def builtin_model_class(cfg: DictConfig) -> type[SVIModel] | None:
+    """The built-in ``SVIModel`` class ``model._target_`` names (it brings its own data), else None."""
+    target = cfg.model.get("_target_")
+    if not isinstance(target, str) or not target.startswith("lightning_svi."):
+        return None
+    model_class = get_class(target)
+    return model_class if issubclass(model_class, SVIModel) else None
+
+
+def build_datamodule(cfg: DictConfig, table: dict[str, list[float]] | None = None) -> TensorDataModule:
+    """``data._target_`` (a reader of data files, or the user's own DataModule); else a built-in
+    model's embedded data set or its CSV file (``data.path``)."""
+    if cfg.data.get("_target_"):
+        return instantiate(cfg.data)
+    model_class = builtin_model_class(cfg)
+    if model_class is None:
+        raise ConfigError(
+            f"model._target_={cfg.model._target_} brings no data set: give one with data=file data.path=FILE "
+            "(CSV, Parquet, .npz or .pt; its columns become the model's arguments) or data._target_=YOUR.DataModule."
+        )
+    synthetic = OmegaConf.to_container(cfg.data.synthetic, resolve=True) if cfg.data.get("synthetic") else None
+    data = load_data(model_class, cfg.data.path, cfg.data.seed, synthetic, table)
+    return TensorDataModule(data, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed)
+
+
+def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> tuple[SVIModule, str]:
+    """The model, guide and estimator of ``cfg`` joined into an ``SVIModule``, and the model's name."""
+    columns = list(datamodule.full_batch())
+    plate = cfg.data.get("plate")
+    built = build_model(cfg.model, columns, datamodule.num_rows, plate)
+    guide = build_guide(cfg.guide, built, columns, datamodule.num_rows, plate)
+    pair_programs(built.module, guide)
+    model = built.module
     estimator = build_estimator(**cfg.elbo)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     scheduler = optim.pop("scheduler", None)
-    return SVIModule(
+    module = SVIModule(
         model,
         guide,
         estimator,
@@ -70,15 +99,17 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> SVIModule:
         optim=optim,
         scheduler=scheduler,
         validate_every_step=cfg.validate_every_step,
+        validate_first_step=cfg.get("validate_first_step", True),
         compile_backend=cfg.compile.backend if cfg.compile.enabled else None,
         steps_per_batch=cfg.get("steps_per_batch"),
         observed_every=tuple(n for n in (cfg.checkpoint.every_n_steps, cfg.tensorboard.image_every_n_steps) if n),
     )
+    return module, built.name
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: dict) -> list[pl.Callback]:
     """lightning-svi's own callbacks, in the order their hooks run."""
-    names = {"model": model_name, "guide": cfg.guide.kind, "elbo": cfg.elbo.name, "seed": cfg.seed}
+    names = {"model": model_name, "guide": guide_name(cfg.guide), "elbo": cfg.elbo.name, "seed": cfg.seed}
     run_summary = RunSummary(run_dir / "summary.json", names, full_data)
     num_rows = len(full_data["index"])
     callbacks = [
@@ -108,15 +139,12 @@ def train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None =
     """
     run_dir = Path(run_dir)
     reset_global_state(cfg.seed)
-    model_class = load_model_class(cfg.model._target_)
-    synthetic = OmegaConf.to_container(cfg.data.synthetic, resolve=True) if cfg.data.get("synthetic") else None
-    data = load_data(model_class, cfg.data.path, cfg.data.seed, synthetic, table)
-    datamodule = TensorDataModule(data, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed)
-    module = build_module(cfg, datamodule)
+    datamodule = build_datamodule(cfg, table)
+    module, model_name = build_module(cfg, datamodule)
     full_data = datamodule.full_batch()
     logger = BufferedTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     logger.experiment  # noqa: B018 - opens the event writer (and imports tensorboard) before the timed loop
-    callbacks = build_callbacks(cfg, run_dir, model_class.name, full_data)
+    callbacks = build_callbacks(cfg, run_dir, model_name, full_data)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint.every_n_steps
     )

@@ -12,6 +12,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from lightning_svi.callbacks.logging import log_scalars, tensorboard_writers
 from lightning_svi.callbacks.summary import RunSummary
+from lightning_svi.programs.build import guide_name
 
 HParams = dict[str, str | int | float | bool]
 
@@ -31,7 +32,7 @@ def run_hparams(cfg: DictConfig, model_name: str, num_rows: int) -> HParams:
     scheduler = cfg.optim.get("scheduler") or {}
     return {
         "model": model_name,
-        "guide": cfg.guide.kind,
+        "guide": guide_name(cfg.guide),
         "elbo": cfg.elbo.name,
         "num_particles": cfg.elbo.num_particles,
         "optimizer": cfg.optim.name,

@@ -12,7 +12,6 @@ from lightning_svi.callbacks.evidence import log_evidence
 from lightning_svi.callbacks.logging import MAX_ELEMENT_SCALARS, tensor_scalars, tensorboard_writers, untouched_rng
 from lightning_svi.guide_sites import UNATTACHED, parameters_by_site
 from lightning_svi.models.base import Batch
-from lightning_svi.params import constrained_values, side_parameters
 
 # {category: {chart title: ["Multiline", [tag regexes]] or ["Margin", [value, lower, upper]]}}, as
 # torch's SummaryWriter.add_custom_scalars takes it; categories and charts keep their order.
@@ -80,12 +79,12 @@ class ScalarLayoutWriter(pl.Callback):
         data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
         with untouched_rng(pl_module.device):
             groups = parameters_by_site(pl_module.guide, data)
-        phi = constrained_values(pl_module.guide)
-        theta_parameters, phi_parameters = side_parameters(pl_module.model, pl_module.guide)
+        sides = pl_module.sides
+        phi = sides.phi_values()
         return scalar_layout(
-            theta=constrained_values(pl_module.model),
-            phi_by_site={site: {name: phi[name] for name in names} for site, names in groups.items()},
+            theta=sides.theta_values(),
+            phi_by_site={site: {name: phi[name] for name in names if name in phi} for site, names in groups.items()},
             has_evidence=log_evidence(pl_module, self.full_data) is not None,
-            gradient_sides=[side for side, params in (("theta", theta_parameters), ("phi", phi_parameters)) if params],
+            gradient_sides=[side for side, named in (("theta", sides.theta), ("phi", sides.phi)) if named],
             max_elements=self.max_elements,
         )

@@ -8,8 +8,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lightning_svi.params import constrained_values
-
 
 class TrainingDiverged(RuntimeError):
     """The loss or a parameter became NaN or infinite."""
@@ -36,8 +34,8 @@ class NonFiniteGuard(pl.Callback):
             raise TrainingDiverged(
                 f"step {step}: the loss is {float(pl_module.last_loss)}{_culprit_sites(pl_module)}; {_hint(trainer)}"
             )
-        for side, module in (("theta", pl_module.model), ("phi", pl_module.guide)):
-            for name, value in constrained_values(module).items():
+        for side, values in (("theta", pl_module.sides.theta_values()), ("phi", pl_module.sides.phi_values())):
+            for name, value in values.items():
                 if not torch.isfinite(value).all():
                     raise TrainingDiverged(f"step {step}: {side} parameter {name!r} is not finite; {_hint(trainer)}")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytorch_lightning as pl
 
 from lightning_svi.callbacks.logging import Metrics, StepLogger, log_tensor
-from lightning_svi.params import constrained_values
 
 
 class ParameterLogger(StepLogger):
@@ -17,7 +16,7 @@ class ParameterLogger(StepLogger):
 
     def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> Metrics:
         metrics: Metrics = {}
-        for side, module in (("theta", pl_module.model), ("phi", pl_module.guide)):
-            for name, value in constrained_values(module).items():
+        for side, values in (("theta", pl_module.sides.theta_values()), ("phi", pl_module.sides.phi_values())):
+            for name, value in values.items():
                 metrics.update(log_tensor(trainer, f"{side}/{name}", value, step, self.max_elements))
         return metrics

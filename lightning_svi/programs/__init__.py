@@ -1,0 +1,1 @@
+"""A user's Pyro model and guide, unchanged, as modules the framework trains (see ``program``)."""

@@ -1,0 +1,196 @@
+"""Model and guide from their config nodes, whatever the user wrote them as.
+
+``model._target_`` may name:
+
+* a class: it is constructed with the node's other keys (a built-in ``SVIModel`` also gets
+  ``num_data``); a ``PyroModule`` or ``nn.Module`` is the program, or ``model.method`` names the
+  method that is (``method: model`` for a tutorial VAE object that holds both networks);
+* a function: it is the program itself, never called at build time; other keys are bound as
+  keyword arguments.
+
+``guide`` may be ``kind: full`` (the model's own guide), ``kind: empty``, an autoguide class
+(``_target_: pyro.infer.autoguide.AutoNormal``: called with the model, its enumerated sites hidden),
+any other class or function as for the model, or ``method: guide``, a method of the model's object.
+``kind`` also names the guide in ``summary.json`` and TensorBoard.
+
+Framework keys (``args``, ``kwargs``, ``method``, ``kind``) are read here and never passed on.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+from pyro import poutine
+from pyro.infer.autoguide import AutoContinuous, AutoGuide
+from torch import nn
+
+from lightning_svi.errors import ConfigError
+from lightning_svi.guides import EmptyGuide, is_enumerated
+from lightning_svi.models.base import SVIModel
+from lightning_svi.programs.inputs import resolve_inputs
+from lightning_svi.programs.program import PyroProgram
+
+FRAMEWORK_KEYS = ("args", "kwargs", "method", "kind")
+
+
+@dataclass
+class BuiltModel:
+    """The model the framework trains (``module``), and the object it came from (for ``method`` guides)."""
+
+    module: nn.Module
+    source: Any
+    name: str
+
+
+def _options(node: DictConfig) -> DictConfig:
+    """``node`` without the framework's keys: what ``instantiate`` receives."""
+    return OmegaConf.create({key: value for key, value in node.items() if key not in FRAMEWORK_KEYS})
+
+
+def _load(target: str, key: str) -> Any:
+    try:
+        return get_object(target)
+    except Exception as error:  # Hydra wraps import failures of every kind in its own errors
+        reason = str(error.__cause__ or error).splitlines()[0]
+        raise ConfigError(
+            f"{key}._target_={target}: cannot be imported ({reason}). Give a dotted path to a function or class "
+            "importable from the folder you run train.py in, or from an installed package."
+        ) from None
+
+
+def _short_name(target: str, method: str | None) -> str:
+    name = target.rsplit(".", 1)[-1]
+    return f"{name}.{method}" if method else name
+
+
+def _construct(node: DictConfig, target: Any, key: str, **extra: Any) -> Any:
+    """A class constructed from ``node``; a function bound to the node's keys (not called)."""
+    options = _options(node)
+    if not inspect.isclass(target):
+        if not callable(target):
+            raise ConfigError(f"{key}._target_={node._target_}: is not a function or a class.")
+        return instantiate(options, _partial_=True)
+    try:
+        return instantiate(options, **extra)
+    except Exception as error:
+        reason = str(error.__cause__ or error).splitlines()[0]
+        raise ConfigError(f"{key}: {node._target_}(...) failed: {reason}") from None
+
+
+def _program(source: Any, method: str | None, key: str) -> Callable[..., Any]:
+    if method is None:
+        return source
+    program = getattr(source, method, None)
+    if not callable(program):
+        raise ConfigError(f"{key}.method={method}: {type(source).__name__} has no method {method!r}.")
+    return program
+
+
+def _wrap(
+    program: Callable[..., Any],
+    node: DictConfig,
+    key: str,
+    name: str,
+    columns: Sequence[str],
+    num_rows: int,
+    plate: str | None,
+) -> PyroProgram:
+    args = node.get("args")
+    kwargs = node.get("kwargs")
+    inputs = resolve_inputs(
+        program,
+        columns,
+        key,
+        args=None if args is None else list(args),
+        kwargs=None if kwargs is None else dict(kwargs),
+    )
+    return PyroProgram(program, inputs, side=key, name=name, num_rows=num_rows, data_plate=plate)
+
+
+def build_model(node: DictConfig, columns: Sequence[str], num_rows: int, plate: str | None = None) -> BuiltModel:
+    """The model of ``node`` for data with ``columns`` and ``num_rows`` rows."""
+    if node.get("_target_") is None:
+        raise ConfigError(
+            "model._target_ is not set: name your model function or class, e.g. model._target_=my_file.model"
+        )
+    target = _load(node._target_, "model")
+    if inspect.isclass(target) and issubclass(target, SVIModel):
+        model = _construct(node, target, "model", num_data=num_rows)
+        return BuiltModel(model, model, model.name)
+    source = _construct(node, target, "model")
+    method = node.get("method")
+    program = _program(source, method, "model")
+    name = _short_name(node._target_, method)
+    return BuiltModel(_wrap(program, node, "model", name, columns, num_rows, plate), source, name)
+
+
+def _autoguide(guide_class: type, node: DictConfig, model: nn.Module) -> nn.Module:
+    options = {}
+    if isinstance(model, SVIModel) and not issubclass(guide_class, AutoContinuous):
+        # Local latents follow the model's minibatch rows instead of drawing their own.
+        options["create_plates"] = model.data_plate
+    if "init_scale" in node:  # Pyro refuses an int, as in guide.init_scale=1
+        options["init_scale"] = float(node.init_scale)
+    partial = instantiate(_options(node), _partial_=True)
+    try:
+        return partial(poutine.block(model, hide_fn=is_enumerated), **options)
+    except Exception as error:
+        reason = str(error.__cause__ or error).splitlines()[0]
+        raise ConfigError(f"guide: {node._target_}(model, ...) failed: {reason}") from None
+
+
+def build_guide(
+    node: DictConfig, model: BuiltModel, columns: Sequence[str], num_rows: int, plate: str | None = None
+) -> nn.Module:
+    """The guide of ``node`` for ``model``."""
+    kind = node.get("kind")
+    if node.get("_target_") is None and node.get("method") is None:
+        if kind == "empty":
+            return EmptyGuide()
+        if kind == "full":
+            full_guide = getattr(model.source, "full_guide", None)
+            if full_guide is None:
+                raise ConfigError(
+                    f"guide=full: model {model.name} has no full guide of its own; give a guide function, "
+                    "guide.method=NAME (a method of the model's object), or an autoguide (guide=normal)."
+                )
+            guide = full_guide()
+            return (
+                guide if isinstance(guide, nn.Module) else _wrap(guide, node, "guide", "full", columns, num_rows, plate)
+            )
+        raise ConfigError(
+            f"guide.kind={kind!r}: a guide needs a _target_ (a function, a class or an autoguide), "
+            "guide.method=NAME, or kind full or empty."
+        )
+    if node.get("_target_") is None:
+        program = _program(model.source, node.method, "guide")
+        return _wrap(program, node, "guide", node.method, columns, num_rows, plate)
+    target = _load(node._target_, "guide")
+    if inspect.isclass(target) and issubclass(target, AutoGuide):
+        return _autoguide(target, node, model.module)
+    source = _construct(node, target, "guide")
+    program = _program(source, node.get("method"), "guide")
+    if isinstance(program, nn.Module) and isinstance(model.module, SVIModel):
+        return program  # a module written for the framework's batches, like the built-in full guides
+    return _wrap(program, node, "guide", _short_name(node._target_, node.get("method")), columns, num_rows, plate)
+
+
+def guide_name(node: DictConfig) -> str:
+    """How ``summary.json`` and TensorBoard name the guide: its ``kind``, else its target or method."""
+    if node.get("kind"):
+        return str(node.kind)
+    if node.get("_target_"):
+        return _short_name(node._target_, node.get("method"))
+    return str(node.get("method"))
+
+
+def pair_programs(model: nn.Module, guide: nn.Module) -> None:
+    """Let each wrapped program read the parameters the other created (as Pyro's global store does)."""
+    if isinstance(model, PyroProgram) and isinstance(guide, PyroProgram):
+        model.pair_with(guide)
+        guide.pair_with(model)

@@ -1,0 +1,100 @@
+"""The first loss evaluation, before the optimizer exists: parameters are created, problems named.
+
+Autoguides and ``pyro.param`` statements create their parameters on first use; Lightning and DDP
+must see them before the optimizer is built. One loss evaluation with Pyro's validation on creates
+them; a failure there is the user's model or guide meeting its data, so it is reported as one
+line that says where and what to change, not as a traceback from inside Pyro.
+"""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import ELBO
+from pyro.poutine.util import site_is_subsample
+
+from lightning_svi.errors import ConfigError, UserInputError
+from lightning_svi.programs.inputs import ROW_INDEX, Batch
+from lightning_svi.programs.program import PyroProgram
+from lightning_svi.programs.sides import ParameterSides, split_sides
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+
+
+def _runs_without_vectorized_particles(svi: torch.nn.Module, estimator: ELBO, batch: Batch) -> bool:
+    estimator.vectorize_particles = False
+    try:
+        svi(batch)
+        return True
+    except Exception:
+        return False
+    finally:
+        estimator.vectorize_particles = True
+
+
+def first_loss(svi: torch.nn.Module, estimator: ELBO, batch: Batch, validate: bool) -> None:
+    """Evaluate the loss once (creating lazy parameters); ``ConfigError`` naming the cause if it fails."""
+    try:
+        with pyro.validation_enabled(validate):
+            svi(batch)
+    except UserInputError:
+        raise
+    except Exception as error:
+        vectorized = getattr(estimator, "vectorize_particles", False) and estimator.num_particles > 1
+        if vectorized and _runs_without_vectorized_particles(svi, estimator, batch):
+            raise ConfigError(
+                f"the model cannot run with vectorized particles (elbo.vectorize_particles=true draws all "
+                f"{estimator.num_particles} particles at once, along an extra batch dimension): "
+                f"{_first_line(error)}. Set elbo.vectorize_particles=false."
+            ) from error
+        hint = " Pyro's checks failed on the data: validate_first_step=false turns them off." if validate else ""
+        raise ConfigError(f"the first SVI step failed: {_first_line(error)}.{hint}") from error
+
+
+def freeze_programs(*modules: torch.nn.Module) -> None:
+    """From now on a wrapped program may not create parameters: the optimizer holds the existing ones."""
+    for module in modules:
+        for sub in module.modules():
+            if isinstance(sub, PyroProgram):
+                sub.freeze()
+
+
+def check_minibatch_scaling(model: torch.nn.Module, batch: Batch, num_rows: int) -> None:
+    """Refuse a minibatch whose observed sites would not be scaled up to the full data set."""
+    rows = len(batch[ROW_INDEX]) if ROW_INDEX in batch else num_rows
+    if rows >= num_rows:
+        return
+    with poutine.block(), torch.no_grad():
+        trace = poutine.trace(model).get_trace(batch)
+    unscaled = [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and site["is_observed"] and not site_is_subsample(site) and site["scale"] == 1.0
+    ]
+    if unscaled:
+        raise ConfigError(
+            f"data.batch_size={rows} of {num_rows} rows: observed site(s) {', '.join(unscaled[:3])} are in no plate "
+            "over the data rows, so the ELBO would be the minibatch's, not an estimate of the full data's. Put "
+            "the data in a plate (pyro.plate('data', len(x)) is scaled automatically; set data.plate=NAME when "
+            "several plates have the batch's size), or train on full batches (data.batch_size=null)."
+        )
+
+
+def warm_up(
+    svi: torch.nn.Module, estimator: ELBO, batch: Batch, validate: bool, minibatch: Batch | None = None
+) -> ParameterSides:
+    """Create every parameter, check the model and guide, and return θ and φ (by use)."""
+    first_loss(svi, estimator, batch, validate)
+    freeze_programs(svi.model, svi.guide)
+    if minibatch is not None:
+        check_minibatch_scaling(svi.model, minibatch, len(batch[ROW_INDEX]) if ROW_INDEX in batch else 0)
+    sides = split_sides(svi.model, svi.guide, batch)
+    if not sides.theta and not sides.phi:
+        raise ConfigError(
+            "nothing to train: neither the model nor the guide has parameters (guide=empty on a model without "
+            "pyro.param / PyroParam / networks?); use a guide with parameters, e.g. guide=normal."
+        )
+    return sides
