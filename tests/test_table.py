@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import math
+import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lightning_svi.data.table import RowCheck, TableSpec, read_table
+from lightning_svi.data import table as table_module
+from lightning_svi.data.table import LARGEST_COUNT, RowCheck, TableSpec, read_table
 from lightning_svi.errors import DataError
 
 SPEC = TableSpec(
@@ -57,3 +65,133 @@ def test_rejects_bad_files_with_a_precise_message(tmp_path: Path, content: str |
 def test_missing_file_names_the_path_and_the_expected_columns(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"no such file\. Expected a CSV file with columns successes, trials"):
         read_table(tmp_path / "absent.csv", SPEC)
+
+
+def test_line_numbers_count_blank_lines_in_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "\nsuccesses,trials\n\n1,2\n , \n3,x\n")
+    with pytest.raises(DataError, match="line 6, column trials: 'x' is not allowed"):
+        read_table(path, SPEC)
+
+
+def test_quoted_cells_keep_the_csv_modules_rules(tmp_path: Path) -> None:
+    path = write(tmp_path, 'group,successes,"trials"\n"a,b",1,2\n"two\nlines","3",3\n')
+    assert read_table(path, SPEC) == {"successes": [1.0, 3.0], "trials": [2.0, 3.0]}
+    path = write(tmp_path, 'group,successes,trials\n"a,b",1,2\n"two\nlines",4,3\n')
+    with pytest.raises(DataError, match="line 3: successes=4, trials=3 violates"):
+        read_table(path, SPEC)
+
+
+def test_cells_read_as_python_reads_a_float(tmp_path: Path) -> None:
+    # The vectorized parser's cells and those it leaves to float(): signs, spaces, exponents, underscores.
+    spec = TableSpec(columns=("x",), integer=False, non_negative=False)
+    cells = ["0.1", "-1.5", " +3 ", "\t.5", "5.", "-0", "123456789012345", "1234567890123456789", "1e2", "1_000", "٣"]
+    path = write(tmp_path, "x\n" + "\n".join(cells) + "\n")
+    table = read_table(path, spec)
+    assert table["x"].tolist() == [float(cell) for cell in cells]
+    assert table == {"x": [float(cell) for cell in cells]} and table != {"x": [0.0] * len(cells)}
+
+
+def test_a_file_of_many_blocks_reports_the_first_bad_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(table_module, "BLOCK_BYTES", 64)
+    rows = [f"{row % 7},{row % 7 + row % 3}" for row in range(200)]
+    path = write(tmp_path, "successes,trials\n" + "\n".join(rows) + "\n")
+    table = read_table(path, SPEC)
+    assert table["successes"].tolist() == [row % 7 for row in range(200)]
+    rows[150], rows[170] = "2,1", "x,1"
+    path = write(tmp_path, "successes,trials\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="line 152: successes=2, trials=1 violates"):
+        read_table(path, SPEC)
+
+
+def test_a_large_file_is_checked_in_seconds(tmp_path: Path) -> None:
+    # 20 MB: the row-by-row reader this replaced took about 34 s on it.
+    counts = np.random.default_rng(0).integers(0, 1000, size=(2_000_000, 2))
+    counts.sort(axis=1)
+    path = tmp_path / "large.csv"
+    with path.open("w") as file:
+        file.write("successes,trials\n")
+        np.savetxt(file, counts, fmt="%d", delimiter=",")
+    started = time.perf_counter()
+    table = read_table(path, SPEC)
+    seconds = time.perf_counter() - started
+    assert np.array_equal(table["successes"], counts[:, 0]) and np.array_equal(table["trials"], counts[:, 1])
+    assert seconds < 10, f"{path.stat().st_size / 1e6:.0f} MB checked in {seconds:.1f} s"
+
+
+def reference_read_table(path: Path, spec: TableSpec) -> dict[str, list[float]]:
+    """The row-by-row ``csv``-module reader ``read_table`` replaced, counting lines in the file (blank
+    lines included), for files that are UTF-8 text without NUL bytes."""
+    where = f"data.path={path}"
+    reader = csv.reader(path.read_text(encoding="utf-8-sig").splitlines())
+    rows, lines_read = [], 0
+    for row in reader:
+        rows.append((lines_read + 1, row))
+        lines_read = reader.line_num
+    rows = [(line_number, row) for line_number, row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise DataError(f"{where}: the file is empty. Expected a header line with {spec.describe()}.")
+    header = [cell.strip() for cell in rows[0][1]]
+    missing = [name for name in spec.columns if name not in header]
+    if missing:
+        raise DataError(
+            f"{where}: missing column(s) {', '.join(missing)}; the header has {', '.join(header) or 'nothing'}. "
+            f"Expected {spec.describe()}."
+        )
+    if len(rows) == 1:
+        raise DataError(f"{where}: the file has a header but no data rows.")
+    table: dict[str, list[float]] = {name: [] for name in spec.columns}
+    for line_number, row in rows[1:]:
+        values = {}
+        for name in spec.columns:
+            column = header.index(name)
+            cell = row[column].strip() if column < len(row) else ""
+            try:
+                value = float(cell)
+            except ValueError:
+                value = math.nan
+            allowed = math.isfinite(value)
+            if allowed and spec.integer:
+                allowed = value == int(value) and abs(value) <= LARGEST_COUNT
+            if allowed and spec.non_negative:
+                allowed = value >= 0
+            if not allowed:
+                raise DataError(
+                    f"{where}, line {line_number}, column {name}: {cell!r} is not allowed; expected {spec.describe()}."
+                )
+            values[name] = value
+        for check in spec.row_checks:
+            if not check.holds(values):
+                shown = ", ".join(f"{name}={values[name]:g}" for name in spec.columns)
+                raise DataError(f"{where}, line {line_number}: {shown} violates {check.description}.")
+        for name, value in values.items():
+            table[name].append(value)
+    return table
+
+
+# Cells the vectorized parser reads, cells it leaves to float(), and cells neither reads; no line
+# separators other than \n, \r\n and \r (str.splitlines also splits at \f, \v, \x1c-\x1e and U+2028).
+CELLS = st.one_of(
+    st.sampled_from(["0", "1", "3", "10", "007", "-1", "1.5", "2.0", "1e2", " 7 ", "+3", "", " ", "x", "nan"]),
+    st.sampled_from(["inf", "1_0", "٣", "\xa0", "1e400", "9007199254740993", "12345678901234567", '"5"', '"1,2"']),
+    st.text(alphabet='0123456789.+-e ,"x\n\t', max_size=6),
+)
+HEADERS = st.sampled_from(["successes,trials", "trials,successes,extra", '"successes", trials', "successes", ""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=HEADERS,
+    rows=st.lists(st.lists(CELLS, max_size=4), max_size=6),
+    newline=st.sampled_from(["\n", "\r\n", "\n\n"]),
+)
+def test_reads_and_refuses_exactly_like_the_row_by_row_reader(header: str, rows: list[list[str]], newline: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "counts.csv"
+        path.write_text(newline.join([header, *(",".join(row) for row in rows)]), newline="")
+        outcomes = []
+        for reader in (read_table, reference_read_table):
+            try:
+                outcomes.append(reader(path, SPEC))
+            except DataError as error:
+                outcomes.append(str(error))
+    assert outcomes[0] == outcomes[1]

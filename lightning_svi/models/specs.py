@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import partial
+from functools import partial, reduce
+
+import numpy as np
 
 from lightning_svi.data.table import RowCheck, TableSpec
 from lightning_svi.requirements import (
@@ -107,7 +109,7 @@ VAE = ModelSpec(
     name="vae",
     table=TableSpec(
         columns=tuple(f"pixel_{position}" for position in range(NUM_PIXELS)),
-        row_checks=(RowCheck("every pixel is 0 or 1", lambda row: max(row.values()) <= 1),),
+        row_checks=(RowCheck("every pixel is 0 or 1", lambda row: reduce(np.maximum, row.values()) <= 1),),
     ),
     has_parameters=True,
     options={"latent_dim": _size, "hidden_dim": _size},
