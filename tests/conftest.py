@@ -56,6 +56,16 @@ def imported_modules(stderr: str) -> set[str]:
     return {line.rsplit("|", 1)[-1].strip() for line in lines[1:]}  # the first line is the header
 
 
+def guide_of_kind(kind: str, model: Any, **options: Any) -> Any:
+    """The guide that ``guide=KIND`` builds for a built-in ``model``, from the shipped YAML."""
+    from omegaconf import OmegaConf
+
+    from lightning_svi.programs.build import BuiltModel, build_guide
+
+    node = OmegaConf.merge(OmegaConf.load(CONF_DIR / "guide" / f"{kind}.yaml"), options)
+    return build_guide(node, BuiltModel(model, model, model.name), columns=[], num_rows=model.num_data)
+
+
 def read_summary(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "summary.json").read_text())
 

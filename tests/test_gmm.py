@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from lightning_svi.estimators import build_estimator, summed_out_log_density
-from lightning_svi.guides import build_guide
 from lightning_svi.models.gmm import GaussianMixture
-from tests.conftest import read_histogram_tags, read_scalars
+from tests.conftest import guide_of_kind, read_histogram_tags, read_scalars
 
 NUM_POINTS = 7
 
@@ -96,7 +95,7 @@ def test_marginal_term_is_the_summed_out_likelihood_with_or_without_the_loss_cac
 @pytest.mark.parametrize("kind", ["full", "delta", "normal", "diag_normal"])
 def test_every_guide_leaves_the_enumerated_site_out(tiny: tuple, kind: str) -> None:
     model, batch = tiny
-    guide = build_guide(kind, model)
+    guide = guide_of_kind(kind, model)
     estimator = build_estimator("TraceEnum_ELBO")
     loss = estimator(model, guide)(batch)
     assert math.isfinite(loss.item())

@@ -10,8 +10,8 @@ from pyro.infer import autoguide
 from pyro.nn import PyroModule
 
 from lightning_svi.guide_sites import UNATTACHED, parameters_by_site
-from lightning_svi.guides import build_guide
 from lightning_svi.models.beta_binomial import BetaBinomial
+from tests.conftest import guide_of_kind
 
 
 def grouped(guide: PyroModule, batch: dict) -> dict[str, set[str]]:
@@ -39,7 +39,7 @@ def beta_binomial() -> tuple[BetaBinomial, dict[str, torch.Tensor]]:
 )
 def test_beta_binomial_guides_group_phi_under_rate(beta_binomial: tuple, kind: str, expected: dict) -> None:
     model, batch = beta_binomial
-    assert grouped(build_guide(kind, model), batch) == expected
+    assert grouped(guide_of_kind(kind, model), batch) == expected
 
 
 class TwoLevels(PyroModule):

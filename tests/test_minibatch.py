@@ -11,8 +11,8 @@ import torch
 
 from lightning_svi.data.datamodule import TensorDataModule
 from lightning_svi.estimators import build_estimator
-from lightning_svi.guides import build_guide
 from lightning_svi.models.beta_binomial import BetaBinomial
+from tests.conftest import guide_of_kind
 
 NUM_GROUPS, BATCH_SIZE = 50, 10
 
@@ -31,7 +31,7 @@ def setup(kind: str) -> tuple[BetaBinomial, torch.nn.Module, TensorDataModule]:
     pyro.set_rng_seed(0)
     datamodule = TensorDataModule(BetaBinomial.synthetic_data(0, num_groups=NUM_GROUPS), batch_size=BATCH_SIZE)
     model = BetaBinomial(NUM_GROUPS, alpha_init=2.0, beta_init=5.0)
-    guide = build_guide(kind, model)
+    guide = guide_of_kind(kind, model)
     if kind == "full":
         # Near each group's own posterior (so the estimates have little variance), but not at it (where
         # the variance is zero): a guide that read another row's parameters would be far off.

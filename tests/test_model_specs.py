@@ -9,9 +9,9 @@ import pytest
 import yaml
 from hydra.utils import get_class
 
-from lightning_svi.checks import ACCELERATORS, GUIDE_OPTIONS, OPTIMIZER_OPTIONS, SCHEDULER_OPTIONS
+from lightning_svi.checks import ACCELERATORS, OPTIMIZER_OPTIONS, SCHEDULER_OPTIONS
 from lightning_svi.models.specs import BUILTIN_MODELS
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, guide_of_kind
 
 
 def keywords(function, skip: int) -> set[str]:
@@ -37,17 +37,9 @@ def test_every_shipped_model_config_names_a_built_in_model() -> None:
     assert targets == set(BUILTIN_MODELS)
 
 
-def test_guide_optimizer_and_schedule_options_are_the_ones_their_builders_take() -> None:
-    from pyro.infer import autoguide
-
-    from lightning_svi.guides import GUIDES
+def test_optimizer_and_schedule_options_are_the_ones_their_builders_take() -> None:
     from lightning_svi.optim import OPTIMIZERS, SCHEDULERS
 
-    assert set(GUIDE_OPTIONS) == set(GUIDES)
-    autoguides = {"delta": autoguide.AutoDelta, "normal": autoguide.AutoNormal}
-    autoguides |= {"diag_normal": autoguide.AutoDiagonalNormal, "lowrank": autoguide.AutoLowRankMultivariateNormal}
-    for kind, guide_class in autoguides.items():
-        assert set(GUIDE_OPTIONS[kind]) <= keywords(guide_class.__init__, skip=2), kind
     assert set(OPTIMIZER_OPTIONS) == set(OPTIMIZERS)
     for name, optimizer in OPTIMIZERS.items():
         assert set(OPTIMIZER_OPTIONS[name]) <= keywords(optimizer.__init__, skip=2), name  # self, params
@@ -63,9 +55,7 @@ def test_accelerator_names_are_lightnings() -> None:
 
 
 @pytest.mark.parametrize("kind", ["normal", "diag_normal", "lowrank"])
-def test_an_integer_init_scale_that_the_check_accepts_builds_a_guide(kind: str) -> None:
-    from lightning_svi.guides import build_guide
+def test_an_integer_init_scale_builds_a_guide(kind: str) -> None:
     from lightning_svi.models.beta_binomial import BetaBinomial
 
-    GUIDE_OPTIONS[kind]["init_scale"]("guide.init_scale", 1)
-    assert build_guide(kind, BetaBinomial(num_data=3), init_scale=1) is not None
+    assert guide_of_kind(kind, BetaBinomial(num_data=3), init_scale=1) is not None

@@ -190,7 +190,11 @@ def guide_name(node: DictConfig) -> str:
 
 
 def pair_programs(model: nn.Module, guide: nn.Module) -> None:
-    """Let each wrapped program read the parameters the other created (as Pyro's global store does)."""
+    """Let each wrapped program read the parameters the other created (as Pyro's global store does),
+    and register an object that holds both programs (a tutorial VAE) once."""
     if isinstance(model, PyroProgram) and isinstance(guide, PyroProgram):
         model.pair_with(guide)
         guide.pair_with(model)
+        owner = getattr(guide, "owner", None)
+        if owner is not None and owner is getattr(model, "owner", None):
+            del guide.owner  # one object holds both programs' networks: registered once, with the model

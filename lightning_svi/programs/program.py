@@ -77,7 +77,7 @@ class PyroProgram(nn.Module):
             self.owner = owner  # a method of an object holding networks: they travel with the module
         self.learned = nn.ParameterDict()  # created by pyro.param statements, unconstrained
         self.constraints: dict[str, constraints.Constraint] = {}
-        self._adopted: dict[str, nn.Parameter] = {}  # pyro.module's parameters, reachable through `owner`
+        self._adopted: dict[str, nn.Parameter] = {}  # pyro.module's parameters, reachable through an `owner`
         self.created: set[str] = set()  # names this program gave an initial value
         self.inputs = inputs
         self.side = side
@@ -142,7 +142,8 @@ class PyroProgram(nn.Module):
         self.constraints[name] = constraint
         if isinstance(init, nn.Parameter) and init.requires_grad:
             # pyro.module: the network's own parameter, trained in place.
-            if any(parameter is init for parameter in self.parameters()):
+            reachable = (self, *self._partner)
+            if any(parameter is init for module in reachable for parameter in module.parameters()):
                 self._adopted[name] = init
             else:
                 self.learned[_parameter_key(name)] = init

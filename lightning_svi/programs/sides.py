@@ -19,6 +19,7 @@ from torch import nn
 
 from lightning_svi.params import NamedParameters, constrained, named_parameters
 from lightning_svi.programs.inputs import Batch
+from lightning_svi.programs.program import PyroProgram
 
 
 def _used_by(value: torch.Tensor | float, candidates: list[nn.Parameter]) -> set[int]:
@@ -58,6 +59,14 @@ def split_sides(model: nn.Module, guide: nn.Module, batch: Batch) -> ParameterSi
     declared = [(name, entry, "model") for name, entry in model_named.items()]
     declared += [(name, entry, "guide") for name, entry in guide_named.items() if id(entry[0]) not in model_ids]
     candidates = [parameter for _, (parameter, _), _ in declared]
+    # A network both programs can reach (a VAE object's) goes by the name pyro.module gave it.
+    pyro_names = {
+        id(parameter): name
+        for module in (model, guide)
+        for sub in module.modules()
+        if isinstance(sub, PyroProgram)
+        for name, (parameter, _) in sub.named_pyro_params().items()
+    }
     with poutine.block():
         guide_trace = poutine.trace(guide).get_trace(batch)
         sample = guide_trace.copy()
@@ -82,7 +91,7 @@ def split_sides(model: nn.Module, guide: nn.Module, batch: Batch) -> ParameterSi
             side = phi
         else:
             side = theta if declared_by == "model" else phi
-        side[_unique(name, side)] = (parameter, constraint)
+        side[_unique(pyro_names.get(key, name), side)] = (parameter, constraint)
     return ParameterSides(theta=theta, phi=phi)
 
 
