@@ -13,7 +13,9 @@ IDENTITY_KEY = "lightning_svi_identity"
 
 
 def _class_path(module: nn.Module) -> str:
-    return f"{type(module).__module__}.{type(module).__qualname__}"
+    """The class of a module; for a wrapped user program, the program's own dotted path."""
+    program = getattr(module, "identity", None)
+    return program if program is not None else f"{type(module).__module__}.{type(module).__qualname__}"
 
 
 def checkpoint_identity(model: nn.Module, guide: nn.Module, state_dict: dict[str, Any]) -> dict[str, Any]:

@@ -106,11 +106,10 @@ def model_options(cfg: DictConfig) -> dict:
 
 def setting_data(cfg: DictConfig) -> dict[str, torch.Tensor]:
     """The data lightning-svi trains on under ``cfg``: the model's synthetic data set."""
-    from lightning_svi.data.datamodule import load_data
-    from lightning_svi.models.loading import load_model_class
+    from lightning_svi.training import build_datamodule
 
-    synthetic = OmegaConf.to_container(cfg.data.synthetic)
-    return load_data(load_model_class(cfg.model._target_), cfg.data.path, cfg.data.seed, synthetic)
+    data = build_datamodule(cfg).full_batch()
+    return {name: column for name, column in data.items() if name != "index"}
 
 
 # ---- plain Pyro, written as a user would: functions, a global param store, pyro.infer.SVI ----

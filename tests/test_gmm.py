@@ -177,3 +177,11 @@ def test_the_inverse_cdf_draw_has_the_categorical_probabilities() -> None:
         frequencies = torch.bincount(draws[:, row], minlength=4).float() / 100_000
         assert frequencies == pytest.approx(logits[row].softmax(-1).tolist(), abs=0.005)
     assert not (draws[:, 0] == 3).any()  # a category of weight zero is never drawn
+
+
+def test_a_long_summed_out_block_is_tagged_by_its_ends_and_size() -> None:
+    from lightning_svi.estimators import marginal_site_name
+
+    assert marginal_site_name(["assignment", "x"]) == "marginal(assignment,x)"
+    chain = [f"x_{t}" for t in range(150)]  # an HMM's chain: one site per time step
+    assert marginal_site_name(chain) == "marginal(x_0..x_149, 150 sites)"

@@ -84,7 +84,7 @@ def test_the_beta_bernoulli_step_gives_the_same_loss_and_gradients_once_hoisted(
     reset_global_state(0)
     cfg = compose_config("model=beta_bernoulli", "data.synthetic={num_flips: 2000}", "elbo.num_particles=5")
     datamodule = TensorDataModule(BetaBernoulli.synthetic_data(0, num_flips=2000))
-    module = build_module(cfg, datamodule)
+    module, _ = build_module(cfg, datamodule)
     batch = datamodule.full_batch()
     module.svi(batch)  # creates the guide's parameters
     step = CompiledSVIStep(module.svi, module.estimator, batch, backend="fx")

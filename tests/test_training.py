@@ -53,7 +53,7 @@ def test_optimizer_has_theta_and_phi_groups_with_their_own_rates(optim: str) -> 
 
     cfg = compose_config(f"optim={optim}", "optim.lr=0.02", "optim.phi_lr=0.3")
     reset_global_state(0)
-    module = build_module(cfg, TensorDataModule(BetaBinomial.synthetic_data(0, num_groups=5)))
+    module, _ = build_module(cfg, TensorDataModule(BetaBinomial.synthetic_data(0, num_groups=5)))
     module.trainer = type("FakeTrainer", (), {"max_steps": 10})()  # configure_optimizers reads max_steps
     configured = module.configure_optimizers()
     optimizer = configured["optimizer"] if isinstance(configured, dict) else configured

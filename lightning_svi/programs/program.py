@@ -21,6 +21,7 @@ the partner program's parameters.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -104,6 +105,13 @@ class PyroProgram(nn.Module):
                 with MinibatchScale(rows, self.num_rows, self.data_plate):
                     return self.program(*args, **kwargs)
             return self.program(*args, **kwargs)
+
+    @property
+    def identity(self) -> str:
+        """The program's dotted path (``my_file.model``, ``my_file.VAE.guide``): what a checkpoint records."""
+        program = self.program.func if isinstance(self.program, functools.partial) else self.program
+        qualname = getattr(program, "__qualname__", type(program).__qualname__)
+        return f"{getattr(program, '__module__', type(program).__module__)}.{qualname}"
 
     # -- parameters ---------------------------------------------------------------------------
 
