@@ -4,6 +4,12 @@ Each check names the key, the value it got and what is allowed, so that a typo c
 user a second, not a stack trace from deep inside Pyro or Lightning. What only torch can tell
 (a user's own model: its options and its data file; what a checkpoint holds; whether a GPU is
 there) is checked once training has imported it.
+
+Components named by a ``_target_`` (estimator, optimizer, schedule, after-step hook) are checked
+last, by ``check_components``, against their own signature (``targets.check_target``) and by
+building them once on a dummy parameter, so that their own value checks speak before training;
+that imports torch and Pyro (about two seconds), after every torch-free check has passed.
+Callbacks and loggers import Lightning: their targets are checked when training builds them.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import importlib.util
 import re
 import zipfile
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,64 +29,18 @@ from lightning_svi.errors import ConfigError
 from lightning_svi.models.specs import BUILTIN_MODELS, ModelSpec
 from lightning_svi.requirements import (
     Requirement,
-    is_number,
     require_bool,
     require_choice,
     require_int,
-    require_non_negative,
     require_options,
     require_positive,
 )
+from lightning_svi.targets import require_importable_package, target_path
 
-ESTIMATOR_NAMES = ("TraceEnum_ELBO", "Trace_ELBO", "TraceGraph_ELBO", "TraceMeanField_ELBO")
 COMPILE_BACKENDS = ("inductor", "fx")
 FULL_BATCH_GUIDES = ("diag_normal", "lowrank")
 # Lightning's accelerator names; whether the machine has one is known only once torch is imported.
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-
-
-
-def _require_betas(key: str, value: Any) -> None:
-    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(is_number(b) and 0 <= b < 1 for b in value)):
-        raise ConfigError(f"{key}={value!r}: must be two numbers in [0, 1), e.g. [0.9,0.999].")
-
-
-def _require_decay(key: str, value: Any) -> None:
-    if not is_number(value) or not 0 < value <= 1:
-        raise ConfigError(f"{key}={value!r}: must be a number in (0, 1].")
-
-
-_OPTIMIZER_OPTION_REQUIREMENTS: dict[str, Requirement] = {
-    "betas": _require_betas,
-    "eps": require_non_negative,
-    "weight_decay": require_non_negative,
-    "amsgrad": require_bool,
-    "clip_norm": require_positive,
-    "lrd": require_positive,
-    "momentum": require_non_negative,
-    "dampening": require_non_negative,
-    "nesterov": require_bool,
-    "alpha": require_non_negative,
-    "centered": require_bool,
-    "foreach": require_bool,
-    "fused": require_bool,
-}
-# The options (besides the learning rates) that each optimizer of ``optim.OPTIMIZERS`` takes from the config.
-OPTIMIZER_OPTIONS: dict[str, dict[str, Requirement]] = {
-    name: {option: _OPTIMIZER_OPTION_REQUIREMENTS[option] for option in options}
-    for name, options in {
-        "Adam": ("betas", "eps", "weight_decay", "amsgrad", "fused", "foreach"),
-        "AdamW": ("betas", "eps", "weight_decay", "amsgrad", "fused", "foreach"),
-        "ClippedAdam": ("betas", "eps", "weight_decay", "clip_norm", "lrd"),
-        "SGD": ("momentum", "dampening", "weight_decay", "nesterov", "fused", "foreach"),
-        "RMSprop": ("alpha", "eps", "weight_decay", "momentum", "centered", "foreach"),
-    }.items()
-}
-SCHEDULER_OPTIONS: dict[str, dict[str, Requirement]] = {
-    "none": {},
-    "exponential": {"gamma": _require_decay},
-    "cosine": {"eta_min": require_non_negative},
-}
 
 
 def _options(node: Any, *exclude: str) -> dict[str, Any]:
@@ -143,37 +104,83 @@ def check_guide(guide: DictConfig, model: ModelSpec | None) -> None:
         raise nothing_to_train(model.name)
 
 
-def check_scheduler(scheduler: Any) -> None:
-    if scheduler is None:
-        return
-    if not isinstance(scheduler, Mapping):
-        raise ConfigError(
-            f"optim.scheduler={scheduler!r}: must be null or a mapping such as {{name: exponential, gamma: 0.1}}."
-        )
-    name = scheduler.get("name", "none")
-    require_choice("optim.scheduler.name", name, tuple(SCHEDULER_OPTIONS))
-    if name == "none":
-        return  # nothing is built, so nothing reads the other keys
-    require_options("optim.scheduler", _options(scheduler, "name"), SCHEDULER_OPTIONS[name], f"the {name} schedule")
-    if name == "exponential" and "gamma" not in scheduler:
-        raise ConfigError("optim.scheduler.name=exponential: needs optim.scheduler.gamma, a number in (0, 1].")
+# The arguments every Pyro ELBO takes from its base class, which never checks them.
+ELBO_ARGUMENTS: dict[str, Requirement] = {
+    "num_particles": partial(require_int, minimum=1),
+    "max_plate_nesting": partial(require_int, minimum=0, optional=True),
+    "vectorize_particles": require_bool,
+}
+# Lightning's callbacks and loggers that lightning-svi cannot run without.
+REQUIRED_CALLBACKS = {"summary": "it writes summary.json, which train() returns and sweeps maximise"}
 
 
-def check_optim(optim: DictConfig) -> None:
-    require_choice("optim.name", optim.name, tuple(OPTIMIZER_OPTIONS))
-    require_positive("optim.lr", optim.lr)
-    require_positive("optim.theta_lr", optim.get("theta_lr"), optional=True)
-    require_positive("optim.phi_lr", optim.get("phi_lr"), optional=True)
-    check_scheduler(optim.get("scheduler"))
-    options = _options(optim, "name", "lr", "theta_lr", "phi_lr", "scheduler")
-    require_options("optim", options, OPTIMIZER_OPTIONS[optim.name], f"optim.name={optim.name}")
+def _is_mapping(node: Any) -> bool:
+    return isinstance(node, Mapping)
+
+
+def _check_target_node(node: Any, key: str) -> None:
+    """Torch-free: a mapping with a ``_target_`` whose top-level package exists."""
+    require_importable_package(target_path(node, key), key)
 
 
 def check_elbo(elbo: DictConfig) -> None:
-    require_choice("elbo.name", elbo.name, ESTIMATOR_NAMES)
-    require_int("elbo.num_particles", elbo.num_particles, 1)
-    require_int("elbo.max_plate_nesting", elbo.get("max_plate_nesting"), 0, optional=True)
-    require_bool("elbo.vectorize_particles", elbo.get("vectorize_particles", False))
+    _check_target_node(elbo, "elbo")
+    for name, requirement in ELBO_ARGUMENTS.items():
+        if name in elbo:
+            requirement(f"elbo.{name}", elbo.get(name))
+
+
+def check_optim(optim: DictConfig) -> None:
+    _check_target_node(optim, "optim")
+    if "lr" in optim:
+        require_positive("optim.lr", optim.lr)
+    require_positive("optim.theta_lr", optim.get("theta_lr"), optional=True)
+    require_positive("optim.phi_lr", optim.get("phi_lr"), optional=True)
+    scheduler = optim.get("scheduler")
+    if scheduler is not None:
+        _check_target_node(scheduler, "optim.scheduler")
+    after_step = optim.get("after_step")
+    if isinstance(after_step, str):
+        require_importable_package(after_step, "optim.after_step", "optim.after_step")
+    elif after_step is not None:
+        _check_target_node(after_step, "optim.after_step")
+
+
+def check_component_group(group: str, nodes: Any) -> None:
+    """``callbacks`` and ``logger``: null, or a mapping of names to ``_target_`` nodes (null removes one)."""
+    if nodes is None:
+        return
+    if not _is_mapping(nodes):
+        raise ConfigError(
+            f"{group}={nodes!r}: must be null or a mapping of names to {{_target_: ...}} nodes, "
+            f"e.g. +{group}.mine={{_target_:my_module.MyClass}}."
+        )
+    for name, node in nodes.items():
+        if node is not None:
+            _check_target_node(node, f"{group}.{name}")
+
+
+def check_callbacks(callbacks: Any) -> None:
+    check_component_group("callbacks", callbacks)
+    for name, reason in REQUIRED_CALLBACKS.items():
+        if callbacks is None or callbacks.get(name) is None:
+            raise ConfigError(f"callbacks.{name}=null: lightning-svi's {name} callback cannot be removed; {reason}.")
+
+
+def check_components(cfg: DictConfig) -> None:
+    """The estimator, the optimizer, its schedule and its after-step hook: their targets and options
+    checked against their signatures, then built once (on a dummy parameter), so that a value they
+    refuse is reported now, naming its key. Imports torch and Pyro."""
+    import torch
+
+    from lightning_svi.estimators import build_estimator
+    from lightning_svi.optim import build_after_step, build_optimizer, build_scheduler
+
+    build_estimator(cfg.elbo)
+    dummy = torch.zeros(1, requires_grad=True)
+    optimizer = build_optimizer([dummy], [], cfg.optim)
+    build_scheduler(optimizer, cfg.trainer.max_steps, cfg.optim.get("scheduler"))
+    build_after_step(cfg.optim)
 
 
 def _require_devices(value: Any) -> None:
@@ -244,13 +251,16 @@ def check_steps_per_batch(steps: Any, batch_size: Any) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for the first value in ``cfg`` that training could not use."""
+    """Raise ``ConfigError`` for the first value in ``cfg`` that training could not use: the torch-free
+    checks first, then the components (``check_components``, which imports torch)."""
     require_int("seed", cfg.seed, 0)
     model = check_model(cfg.model)
     check_guide(cfg.guide, model)
     check_optim(cfg.optim)
     check_elbo(cfg.elbo)
     check_trainer(cfg.trainer)
+    check_callbacks(cfg.get("callbacks"))
+    check_component_group("logger", cfg.get("logger"))
     check_data(cfg.data, model)
     require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
     require_bool("compile.enabled", cfg.compile.enabled)
@@ -260,6 +270,7 @@ def check_config(cfg: DictConfig) -> None:
     require_int("tensorboard.sampled_every_n_steps", cfg.tensorboard.sampled_every_n_steps, 1, optional=True)
     require_int("progress_bar_refresh_rate", cfg.get("progress_bar_refresh_rate", 10), 0)
     require_bool("validate_every_step", cfg.get("validate_every_step", False))
+    require_bool("validate_first_step", cfg.get("validate_first_step", True))
     require_bool("rank_dumps", cfg.get("rank_dumps", False))
     check_checkpoint_path(cfg.get("ckpt_path"))
     if cfg.data.get("batch_size") is not None and cfg.guide.get("kind") in FULL_BATCH_GUIDES:
@@ -268,6 +279,7 @@ def check_config(cfg: DictConfig) -> None:
             "into one vector and cannot follow a minibatch; use guide=normal, guide=delta or guide=full, "
             "or data.batch_size=null."
         )
+    check_components(cfg)
 
 
 def read_data_file(cfg: DictConfig) -> dict[str, list[float]] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from types import SimpleNamespace
@@ -28,7 +28,9 @@ from pyro.ops.contract import contract_tensor_tree
 from pyro.ops.rings import SampleRing
 from pyro.poutine import Trace
 
-from lightning_svi.callbacks.logging import untouched_rng
+from lightning_svi.errors import ConfigError
+from lightning_svi.targets import check_target, constructing, locate, target_path
+from lightning_svi.targets import options as target_options
 
 
 def _is_enumerated(site: dict) -> bool:
@@ -250,6 +252,9 @@ class RecordsEnumeratedSamples(RecordsTraces):
 
     def _sample_from(self, saved: tuple) -> Trace:
         """Drawn for logging only: the training run's random stream is left as it was."""
+        # Imported here: the config checks import this module, and the callbacks import Lightning.
+        from lightning_svi.callbacks.logging import untouched_rng
+
         self._saved_state = saved
         _, model_trace, *_ = saved
         device = next(site["value"].device for site in model_trace.nodes.values() if site["type"] == "sample")
@@ -266,28 +271,89 @@ class TraceGraphWithLoss(pyro.infer.TraceGraph_ELBO):
         return surrogate_loss - surrogate_loss.detach() - torch.as_tensor(elbo).detach()
 
 
-def _recording(base: type) -> type:
-    return type(f"Recording{base.__name__}", (RecordsTraces, base), {})
+class RecordingTraceEnum_ELBO(RecordsEnumeratedSamples, TraceEnumSample_ELBO):
+    """``TraceEnum_ELBO`` (through ``TraceEnumSample_ELBO``, which keeps the contraction for sampling the
+    enumerated sites), recording its traces.
+
+    ``TraceEnum_ELBO`` is every model's default here, enumerated or not; without enumerated sites it is
+    ``Trace_ELBO``'s estimate, so Pyro's warning that it found none is off unless the config turns it on."""
+
+    def __init__(self, *args, strict_enumeration_warning: bool = False, **kwargs) -> None:
+        super().__init__(*args, strict_enumeration_warning=strict_enumeration_warning, **kwargs)
 
 
-ESTIMATORS: dict[str, type] = {
-    "TraceEnum_ELBO": type("RecordingTraceEnum_ELBO", (RecordsEnumeratedSamples, TraceEnumSample_ELBO), {}),
-    "Trace_ELBO": _recording(pyro.infer.Trace_ELBO),
-    "TraceGraph_ELBO": _recording(TraceGraphWithLoss),
-    "TraceMeanField_ELBO": _recording(pyro.infer.TraceMeanField_ELBO),
+# Pyro ELBOs recorded through a class of their own: the enumerated one samples its summed-out sites
+# from the loss's contraction, and TraceGraph_ELBO has no differentiable_loss of its own.
+RECORDED_AS: dict[type, type] = {
+    pyro.infer.TraceEnum_ELBO: RecordingTraceEnum_ELBO,
+    pyro.infer.TraceGraph_ELBO: TraceGraphWithLoss,
 }
 
 
-def build_estimator(
-    name: str, num_particles: int = 1, vectorize_particles: bool = False, max_plate_nesting: int | None = None
-) -> pyro.infer.ELBO:
-    """The ELBO estimator ``name`` (a key of ``ESTIMATORS``), recording its traces.
+@functools.cache
+def recording(elbo_class: type) -> type:
+    """The trace-recording variant of a Pyro ELBO class: ``RecordsTraces`` mixed into it (or into the
+    class that ``RECORDED_AS`` gives it). Built once per class."""
+    base = RECORDED_AS.get(elbo_class, elbo_class)
+    if issubclass(base, RecordsTraces):
+        return base
+    return type(f"Recording{base.__name__}", (RecordsTraces, base), {"__module__": __name__})
 
-    ``TraceEnum_ELBO`` is every model's default here, enumerated or not; without enumerated sites
-    it is ``Trace_ELBO``'s estimate, so Pyro's warning that it found none is turned off."""
-    options: dict = {"num_particles": num_particles, "vectorize_particles": vectorize_particles}
-    if max_plate_nesting is not None:
-        options["max_plate_nesting"] = max_plate_nesting
-    if name == "TraceEnum_ELBO":
-        options["strict_enumeration_warning"] = False
-    return ESTIMATORS[name](**options)
+
+def check_elbo_class(found: object, target: str, key: str = "elbo") -> type:
+    """``found`` is a Pyro ELBO class lightning-svi can train with: one with a ``differentiable_loss``."""
+    if not (isinstance(found, type) and issubclass(found, pyro.infer.ELBO)):
+        raise ConfigError(f"{key}._target_={target}: not a Pyro ELBO class (a subclass of pyro.infer.ELBO).")
+    if not hasattr(RECORDED_AS.get(found, found), "differentiable_loss"):
+        raise ConfigError(
+            f"{key}._target_={target}: has no differentiable_loss, which lightning-svi trains with; "
+            "use e.g. pyro.infer.Trace_ELBO or pyro.infer.TraceEnum_ELBO."
+        )
+    return found
+
+
+def build_estimator(elbo: Mapping | str, **options: object) -> pyro.infer.ELBO:
+    """The Pyro ELBO that the ``elbo`` config node names (``_target_: pyro.infer.TraceEnum_ELBO`` with its
+    options), as its trace-recording variant (``recording``).
+
+    ``elbo`` may also be a class name of ``pyro.infer`` or a dotted path, with the ``options`` as keywords:
+    ``build_estimator("Trace_ELBO", num_particles=4)``."""
+    if isinstance(elbo, str):
+        elbo = {"_target_": elbo if "." in elbo else f"pyro.infer.{elbo}", **options}
+    elif options:
+        raise TypeError("build_estimator takes options as keywords only with a class name")
+    check_elbo_class(locate(target_path(elbo, "elbo"), "elbo"), elbo["_target_"])
+    found = check_target(elbo, "elbo", complete=True)
+    arguments = target_options(elbo)
+    if arguments.get("max_plate_nesting", 0) is None:
+        del arguments["max_plate_nesting"]  # Pyro's default: found by tracing the model once
+    with constructing(elbo, "elbo"):
+        return recording(found)(**arguments)
+
+
+def explain_vectorization_error(
+    error: BaseException, estimator: pyro.infer.ELBO, retry: Callable[[], object] | None = None
+) -> str | None:
+    """The one-line reason to give when the first loss evaluation raised ``error`` because the particles
+    were vectorized, or None when vectorization is not to blame.
+
+    Vectorized particles run the model once with an extra batch dimension left of its plates; a model
+    that is not written to broadcast over it (``x @ w.t()`` on a batched ``w``) fails with a shape error
+    that names nothing the user set. With ``retry`` (the same loss evaluation), vectorization is blamed
+    only if the evaluation succeeds without it; the estimator is left as it was either way."""
+    if not getattr(estimator, "vectorize_particles", False) or getattr(estimator, "num_particles", 1) == 1:
+        return None
+    if retry is not None:
+        estimator.vectorize_particles = False
+        try:
+            retry()
+        except Exception:
+            return None
+        finally:
+            estimator.vectorize_particles = True
+    reason = " ".join(f"{type(error).__name__}: {error}".split())
+    return (
+        f"elbo.vectorize_particles=true: the model fails when its elbo.num_particles={estimator.num_particles} "
+        f"particles run as one vectorized batch ({reason}); set elbo.vectorize_particles=false (one model "
+        "pass per particle), or write the model so that it broadcasts over a batch dimension left of its plates."
+    )

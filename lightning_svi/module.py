@@ -64,7 +64,7 @@ class SVIModule(pl.LightningModule):
         self.svi = estimator(model, guide)
         self.estimator = estimator
         self.optim_options = dict(optim or {})
-        self.scheduler_options = dict(scheduler or {"name": "none"})
+        self.scheduler_options = dict(scheduler) if scheduler else None  # None: a constant rate
         self._warmup_batch = warmup_batch
         self.validate_every_step = validate_every_step
         self.validate_first_step = validate_first_step
@@ -198,8 +198,8 @@ class SVIModule(pl.LightningModule):
         check_identity(checkpoint.get(IDENTITY_KEY), current, self.trainer.ckpt_path)
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.sides.theta_parameters, self.sides.phi_parameters, **self.optim_options)
-        scheduler = build_scheduler(optimizer, self.trainer.max_steps, **self.scheduler_options)
+        optimizer = build_optimizer(self.sides.theta_parameters, self.sides.phi_parameters, self.optim_options)
+        scheduler = build_scheduler(optimizer, self.trainer.max_steps, self.scheduler_options)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

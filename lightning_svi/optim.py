@@ -1,60 +1,155 @@
-"""The optimizer over two parameter groups, θ (model) and φ (guide), each with its own learning rate."""
+"""The optimizer over two parameter groups, θ (model) and φ (guide), each with its own learning rate;
+its learning-rate schedule; and the hook called after every optimizer step.
+
+``optim`` is a ``_target_`` node: any ``torch.optim`` class (or Pyro's ``pyro.optim.ClippedAdam``-style
+wrappers, unwrapped to the torch class they wrap) with its own options, plus the keys lightning-svi reads
+itself (``FRAMEWORK_KEYS``), which are not passed to the optimizer::
+
+    optim:
+      _target_: torch.optim.Adam
+      _partial_: true
+      lr: 0.1
+      betas: [0.9, 0.999]
+      theta_lr: null                  # θ's rate, if not lr
+      phi_lr: null                    # φ's rate, if not lr
+      scheduler:                      # null: a constant rate
+        _target_: lightning_svi.optim.exponential_decay
+        _partial_: true
+        gamma: 0.1
+      after_step: null                # e.g. my_module.clip_params, called after every step
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from pyro.optim.clipped_adam import ClippedAdam
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "Adam": torch.optim.Adam,
-    "AdamW": torch.optim.AdamW,
-    "ClippedAdam": ClippedAdam,
-    "SGD": torch.optim.SGD,
-    "RMSprop": torch.optim.RMSprop,
-}
+from lightning_svi.errors import ConfigError
+from lightning_svi.targets import check_target, constructing, locate, options, plain, target_path
+
+FRAMEWORK_KEYS = ("theta_lr", "phi_lr", "scheduler", "after_step")
+# What lightning-svi passes the optimizer and the schedule itself.
+OPTIMIZER_SUPPLIED = ("params",)
+SCHEDULER_SUPPLIED = ("optimizer", "max_steps")
 # The torch optimizers with a fused implementation on CPU and CUDA.
-FUSED = ("Adam", "AdamW", "SGD")
+FUSED = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 
 
-def build_optimizer(
-    theta: list[nn.Parameter],
-    phi: list[nn.Parameter],
-    name: str = "Adam",
-    lr: float = 0.05,
-    theta_lr: float | None = None,
-    phi_lr: float | None = None,
-    **options: Any,
-) -> torch.optim.Optimizer:
-    """Optimizer ``name`` with groups named ``theta`` and ``phi``; empty groups are left out."""
+def optimizer_class(target: Any) -> Any:
+    """The torch optimizer class ``target`` stands for: itself, or the class a Pyro wrapper such as
+    ``pyro.optim.ClippedAdam`` (a function returning a ``PyroOptim``) wraps."""
+    if isinstance(target, type) or not callable(target) or not getattr(target, "__module__", "").startswith("pyro."):
+        return target
+    from pyro.optim import PyroOptim
+
+    try:
+        wrapped = target({})
+    except Exception:
+        return target
+    return wrapped.pt_optim_constructor if isinstance(wrapped, PyroOptim) else target
+
+
+def check_optimizer(optim_cfg: Any, key: str = "optim") -> type[torch.optim.Optimizer]:
+    """The optimizer class of ``optim_cfg`` with its keys checked against its signature."""
+    target = target_path(optim_cfg, key)
+    found = optimizer_class(locate(target, key))
+    if not (isinstance(found, type) and issubclass(found, torch.optim.Optimizer)):
+        raise ConfigError(f"{key}._target_={target}: not a torch.optim.Optimizer class.")
+    check_target(
+        optim_cfg,
+        key,
+        framework_keys=FRAMEWORK_KEYS,
+        supplied=OPTIMIZER_SUPPLIED,
+        resolve=optimizer_class,
+        complete=True,
+    )
+    return found
+
+
+def build_optimizer(theta: list[nn.Parameter], phi: list[nn.Parameter], optim_cfg: Any) -> torch.optim.Optimizer:
+    """The optimizer of ``optim_cfg`` over groups named ``theta`` and ``phi`` (empty ones left out), each
+    with its own learning rate where ``theta_lr`` / ``phi_lr`` set one."""
+    optimizer = check_optimizer(optim_cfg)
+    settings = plain(optim_cfg)
+    arguments = options(optim_cfg, FRAMEWORK_KEYS)
     groups = [
-        {"name": "theta", "params": theta, "lr": theta_lr or lr},
-        {"name": "phi", "params": phi, "lr": phi_lr or lr},
+        {"name": "theta", "params": theta, **_rate(settings.get("theta_lr"))},
+        {"name": "phi", "params": phi, **_rate(settings.get("phi_lr"))},
     ]
     groups = [group for group in groups if group["params"]]
-    if name in FUSED and not {"fused", "foreach"} & options.keys():
+    if optimizer in FUSED and not {"fused", "foreach"} & arguments.keys():
         # One kernel for all parameters: about a third of the single-tensor loop's time for small models.
-        options["fused"] = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
-    return OPTIMIZERS[name](groups, lr=lr, **options)
+        arguments["fused"] = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
+    with constructing(optim_cfg, "optim", FRAMEWORK_KEYS):
+        return optimizer(groups, **arguments)
 
 
-SCHEDULERS = {
-    # gamma is the decay factor over the whole run, so the schedule does not depend on max_steps.
-    "exponential": lambda optimizer, max_steps, gamma: torch.optim.lr_scheduler.ExponentialLR(
-        optimizer, gamma=gamma ** (1.0 / max_steps)
-    ),
-    "cosine": lambda optimizer, max_steps, eta_min=0.0: torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max_steps, eta_min=eta_min
-    ),
-}
+def _rate(lr: float | None) -> dict[str, float]:
+    return {} if lr is None else {"lr": lr}
+
+
+def exponential_decay(
+    optimizer: torch.optim.Optimizer, max_steps: int, gamma: float
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``ExponentialLR`` whose ``gamma`` is the decay over the whole run (0.1: the rate ends at a tenth),
+    so the schedule does not depend on ``max_steps``."""
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
+        raise ValueError(f"gamma must be a number in (0, 1], the factor over the whole run; got {gamma!r}")
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma ** (1.0 / max_steps))
+
+
+def check_scheduler(scheduler_cfg: Any, key: str = "optim.scheduler") -> Callable[..., Any]:
+    return check_target(scheduler_cfg, key, supplied=SCHEDULER_SUPPLIED, complete=True)
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, max_steps: int, name: str = "none", **options: Any
+    optimizer: torch.optim.Optimizer, max_steps: int, scheduler_cfg: Any
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """A learning-rate schedule stepped once per optimizer step, or None for a constant rate."""
-    if name == "none":
+    """The learning-rate schedule of ``scheduler_cfg`` (stepped once per optimizer step), or None for a
+    constant rate. Its target is called with the optimizer, and with ``max_steps`` if it takes it."""
+    if scheduler_cfg is None:
         return None
-    return SCHEDULERS[name](optimizer, max_steps, **options)
+    schedule = check_scheduler(scheduler_cfg)
+    arguments = options(scheduler_cfg)
+    if "max_steps" in _parameter_names(schedule):
+        arguments["max_steps"] = max_steps
+    with constructing(scheduler_cfg, "optim.scheduler"):
+        return schedule(optimizer, **arguments)
+
+
+def _parameter_names(function: Callable[..., Any]) -> set[str]:
+    try:
+        return set(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def build_after_step(optim_cfg: Any) -> Callable[[], None] | None:
+    """The function ``optim.after_step`` names, to call after every optimizer step (e.g. Pyro's
+    ``sparse_gamma_def`` example clips its parameters after each step); None if it is not set.
+
+    A dotted path (``my_module.clip_params``) names the function itself; a ``_target_`` node is built by
+    Hydra (``_partial_: true`` binds options to a function, without it the target is called and must
+    return the function)."""
+    hook_cfg = optim_cfg.get("after_step") if isinstance(optim_cfg, Mapping) or OmegaConf.is_dict(optim_cfg) else None
+    if hook_cfg is None:
+        return None
+    key = "optim.after_step"
+    if isinstance(hook_cfg, str):
+        hook = locate(hook_cfg, key, label=key)
+    else:
+        check_target(hook_cfg, key)
+        with constructing(hook_cfg, key):
+            hook = instantiate(hook_cfg)
+    if not callable(hook):
+        raise ConfigError(
+            f"{key}._target_={hook_cfg['_target_']}: returned {hook!r}, not a function; "
+            "add _partial_: true to call the target itself after every step."
+        )
+    return hook

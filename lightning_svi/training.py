@@ -11,22 +11,10 @@ import pyro
 import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.loggers import Logger
 
-from lightning_svi.callbacks import (
-    EvidenceLogger,
-    FinalCheckpoint,
-    GradientNormLogger,
-    HParamsLogger,
-    NonFiniteGuard,
-    ParameterLogger,
-    PosteriorPictureLogger,
-    RngStateCheckpoint,
-    RunSummary,
-    ScalarLayoutWriter,
-    StepProgressBar,
-    TraceLogger,
-)
+from lightning_svi.callbacks import RunSummary
 from lightning_svi.callbacks.group import CallbackGroup
 from lightning_svi.callbacks.hparams import run_hparams
 from lightning_svi.callbacks.rank_state import RankStateDump
@@ -39,7 +27,8 @@ from lightning_svi.module import SVIModule
 from lightning_svi.positive_transform import positive_as_exp
 from lightning_svi.programs.build import build_guide, build_model, guide_name, pair_programs
 from lightning_svi.resume import checkpoint_to_resume
-from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger
+from lightning_svi.targets import check_target, constructing, parameters, target_name
+from lightning_svi.targets import options as target_options
 
 # A checkpoint written after step n is meant to hold the state after n updates, which is what
 # Lightning warns (on every run) that a manually optimized module's checkpoints contain.
@@ -88,7 +77,7 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> tuple[SVIModu
     guide = build_guide(cfg.guide, built, columns, datamodule.num_rows, plate)
     pair_programs(built.module, guide)
     model = built.module
-    estimator = build_estimator(**cfg.elbo)
+    estimator = build_estimator(cfg.elbo)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     scheduler = optim.pop("scheduler", None)
     module = SVIModule(
@@ -107,27 +96,81 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> tuple[SVIModu
     return module, built.name
 
 
+# What a callback's or logger's constructor may take by name from the run, where its node leaves it unset.
+RUN_TIME_ARGUMENTS = ("full_data", "run_dir", "names", "hparams", "run_summary")
+# Options of a callback or logger that are paths: relative ones are inside the run folder.
+RUN_FOLDER_PATHS = ("path", "dirpath", "save_dir")
+
+
+def build_component(node: DictConfig, key: str, run_dir: Path, run_time: dict[str, Any]) -> Any:
+    """A callback or logger from its ``_target_`` node: its keys checked against its signature, the
+    ``run_time`` objects it takes by name given to it, relative paths put inside ``run_dir``."""
+    found = check_target(node, key, supplied=run_time)
+    given = target_options(node)
+    paths = {
+        name: str(run_dir / value)
+        for name in RUN_FOLDER_PATHS
+        if isinstance(value := given.get(name), str) and not Path(value).is_absolute()
+    }
+    takes = parameters(found) or {}
+    extra = {name: value for name, value in run_time.items() if name in takes and name not in given}
+    with constructing(node, key):
+        # Run-time objects are passed to the target itself, not through Hydra, which would turn a
+        # dict of tensors into a DictConfig.
+        return instantiate(node, _partial_=True, _convert_="all", **paths)(**extra)
+
+
 def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: dict) -> list[pl.Callback]:
-    """lightning-svi's own callbacks, in the order their hooks run."""
-    names = {"model": model_name, "guide": guide_name(cfg.guide), "elbo": cfg.elbo.name, "seed": cfg.seed}
-    run_summary = RunSummary(run_dir / "summary.json", names, full_data)
-    num_rows = len(full_data["index"])
-    callbacks = [
-        TraceLogger(sampled_every_n_steps=cfg.tensorboard.sampled_every_n_steps),
-        ParameterLogger(),
-        GradientNormLogger(),
-        EvidenceLogger(full_data),
-        NonFiniteGuard(),
-        run_summary,
-        HParamsLogger(run_hparams(cfg, model_name, num_rows), run_summary),
-        ScalarLayoutWriter(full_data),
-        PosteriorPictureLogger(full_data, cfg.tensorboard.image_every_n_steps),
-        RngStateCheckpoint(),
-        FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_steps),
-    ]
+    """The callbacks of ``cfg.callbacks`` in order, the run's objects given to those that take them."""
+    names = {"model": model_name, "guide": guide_name(cfg.guide), "elbo": target_name(cfg.elbo), "seed": cfg.seed}
+    run_time: dict[str, Any] = {
+        "full_data": full_data,
+        "run_dir": run_dir,
+        "names": names,
+        "hparams": run_hparams(cfg, model_name, len(full_data["index"])),
+    }
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        callback = build_component(node, f"callbacks.{name}", run_dir, run_time)
+        if isinstance(callback, RunSummary):
+            run_time["run_summary"] = callback  # HParamsLogger reads the final metrics from it
+        callbacks.append(callback)
     if cfg.get("rank_dumps"):
         callbacks.append(RankStateDump(run_dir / "rank_state"))
     return callbacks
+
+
+def _grouped(callback: pl.Callback) -> bool:
+    """lightning-svi's own callbacks go into the ``CallbackGroup``; Lightning finds its progress bar
+    among the Trainer's callbacks, and a user's callbacks (EarlyStopping, ModelCheckpoint) are its own."""
+    return type(callback).__module__.startswith("lightning_svi.") and not isinstance(callback, ProgressBar)
+
+
+def trainer_callbacks(callbacks: list[pl.Callback]) -> list[pl.Callback]:
+    """``callbacks`` as the Trainer gets them: lightning-svi's own ones as one ``CallbackGroup`` (one
+    Lightning hook call per step for all of them) where the first of them stood, the others as they are."""
+    own = [callback for callback in callbacks if _grouped(callback)]
+    result: list[pl.Callback] = []
+    for callback in callbacks:
+        if not _grouped(callback):
+            result.append(callback)
+        elif callback is own[0]:
+            result.append(CallbackGroup(own))
+    return result
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """The loggers of ``cfg.logger``, their event writers open (and tensorboard imported) before the timed loop."""
+    loggers = [
+        build_component(node, f"logger.{name}", run_dir, {"run_dir": run_dir})
+        for name, node in (cfg.get("logger") or {}).items()
+        if node is not None
+    ]
+    for logger in loggers:
+        logger.experiment  # noqa: B018
+    return loggers
 
 
 def train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None = None) -> dict[str, Any]:
@@ -142,17 +185,12 @@ def train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None =
     datamodule = build_datamodule(cfg, table)
     module, model_name = build_module(cfg, datamodule)
     full_data = datamodule.full_batch()
-    logger = BufferedTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
-    logger.experiment  # noqa: B018 - opens the event writer (and imports tensorboard) before the timed loop
+    loggers = build_loggers(cfg, run_dir)
     callbacks = build_callbacks(cfg, run_dir, model_name, full_data)
-    checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint.every_n_steps
-    )
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
-        # Lightning's own progress bar and checkpoint callbacks stay visible to it; ours are one group.
-        callbacks=[StepProgressBar(refresh_rate=cfg.progress_bar_refresh_rate), CallbackGroup(callbacks), checkpoints],
-        logger=logger,
+        callbacks=trainer_callbacks(callbacks),
+        logger=loggers or False,
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
     )

@@ -6,7 +6,7 @@ import pyro
 import pytest
 import torch
 
-from lightning_svi.estimators import ESTIMATORS, build_estimator
+from lightning_svi.estimators import build_estimator
 from lightning_svi.models.beta_binomial import BetaBinomial
 
 
@@ -18,7 +18,7 @@ def model_and_batch() -> tuple[BetaBinomial, dict[str, torch.Tensor]]:
     return BetaBinomial(num_data=8), {"index": torch.arange(8), **data}
 
 
-@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+@pytest.mark.parametrize("name", ["TraceEnum_ELBO", "Trace_ELBO", "TraceGraph_ELBO", "TraceMeanField_ELBO"])
 @pytest.mark.parametrize(("num_particles", "vectorize"), [(1, False), (3, False), (3, True)])
 def test_negative_loss_is_log_p_minus_log_q_of_the_recorded_traces(
     model_and_batch: tuple, name: str, num_particles: int, vectorize: bool

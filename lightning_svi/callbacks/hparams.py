@@ -13,6 +13,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from lightning_svi.callbacks.logging import log_scalars, tensorboard_writers
 from lightning_svi.callbacks.summary import RunSummary
 from lightning_svi.programs.build import guide_name
+from lightning_svi.targets import target_name
 
 HParams = dict[str, str | int | float | bool]
 
@@ -29,16 +30,16 @@ METRICS = {
 def run_hparams(cfg: DictConfig, model_name: str, num_rows: int) -> HParams:
     """The hyperparameters a sweep varies, with the values the run actually used (the learning rate of
     each side after ``theta_lr`` / ``phi_lr`` fall back to ``lr``; the full batch as its row count)."""
-    scheduler = cfg.optim.get("scheduler") or {}
+    scheduler = cfg.optim.get("scheduler")
     return {
         "model": model_name,
         "guide": guide_name(cfg.guide),
-        "elbo": cfg.elbo.name,
-        "num_particles": cfg.elbo.num_particles,
-        "optimizer": cfg.optim.name,
-        "theta_lr": float(cfg.optim.get("theta_lr") or cfg.optim.lr),
-        "phi_lr": float(cfg.optim.get("phi_lr") or cfg.optim.lr),
-        "scheduler": scheduler.get("name", "none"),
+        "elbo": target_name(cfg.elbo),
+        "num_particles": cfg.elbo.get("num_particles", 1),
+        "optimizer": target_name(cfg.optim),
+        "theta_lr": float(cfg.optim.get("theta_lr") or cfg.optim.get("lr") or "nan"),
+        "phi_lr": float(cfg.optim.get("phi_lr") or cfg.optim.get("lr") or "nan"),
+        "scheduler": target_name(scheduler) if scheduler else "none",
         "max_steps": cfg.trainer.max_steps,
         "batch_size": cfg.data.batch_size or num_rows,
         "seed": cfg.seed,

@@ -65,8 +65,13 @@ def merged(hooks: list[Callable[..., Metrics | None]]) -> Callable[..., Metrics]
 
 
 def log_scalars(trainer: pl.Trainer, metrics: Metrics, step: int) -> None:
-    """Write scalars to every logger, once (rank 0), all at one step."""
-    if not trainer.is_global_zero or not metrics:
+    """Write scalars to every logger, once (rank 0), all at one step: the buffered TensorBoard logger's
+    own way, Lightning's ``log_metrics`` for any other logger. Scalars that a callback monitors
+    (``EarlyStopping(monitor="train/elbo")``) also go to ``trainer.callback_metrics``, on every rank."""
+    if not metrics:
+        return
+    _update_monitored(trainer, metrics)
+    if not trainer.is_global_zero:
         return
     values = dict(zip(metrics, as_floats(list(metrics.values())), strict=True))
     for logger in trainer.loggers:
@@ -74,6 +79,16 @@ def log_scalars(trainer: pl.Trainer, metrics: Metrics, step: int) -> None:
             logger.add_scalars(values, step)
         else:
             logger.log_metrics(values, step=step)
+
+
+def _update_monitored(trainer: pl.Trainer, metrics: Metrics) -> None:
+    """``SVIModule`` does not call ``self.log`` (its bookkeeping costs more than a small model's step),
+    so Lightning's ``callback_metrics`` get the monitored scalars from here."""
+    for callback in trainer.callbacks:
+        tag = getattr(callback, "monitor", None)
+        if isinstance(tag, str) and tag in metrics:
+            value = metrics[tag]
+            trainer.callback_metrics[tag] = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(value)
 
 
 def as_floats(values: list[torch.Tensor | float]) -> list[float]:

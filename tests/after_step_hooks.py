@@ -1,0 +1,16 @@
+"""After-step hooks for the tests, like the ``clip_params()`` Pyro's ``sparse_gamma_def`` example calls
+after every step: they count their calls in ``CALLS``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+CALLS: list[float] = []
+
+
+def record_call(scale: float = 1.0) -> None:
+    CALLS.append(scale)
+
+
+def make_hook(scale: float) -> Callable[[], None]:
+    return lambda: record_call(scale)
