@@ -1,5 +1,5 @@
 """The torch-free specs that ``train.py`` checks before the heavy imports agree with what they describe:
-the built-in model classes, the guide and optimizer tables, and Lightning's accelerators."""
+the built-in model classes and Lightning's accelerators (components by ``_target_``: tests/test_targets.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 from hydra.utils import get_class
 
-from lightning_svi.checks import ACCELERATORS, OPTIMIZER_OPTIONS, SCHEDULER_OPTIONS
+from lightning_svi.checks import ACCELERATORS
 from lightning_svi.models.specs import BUILTIN_MODELS
 from tests.conftest import CONF_DIR, guide_of_kind
 
@@ -35,17 +35,6 @@ def test_every_shipped_model_config_names_a_built_in_model() -> None:
         if path.stem != "custom"
     }
     assert targets == set(BUILTIN_MODELS)
-
-
-def test_optimizer_and_schedule_options_are_the_ones_their_builders_take() -> None:
-    from lightning_svi.optim import OPTIMIZERS, SCHEDULERS
-
-    assert set(OPTIMIZER_OPTIONS) == set(OPTIMIZERS)
-    for name, optimizer in OPTIMIZERS.items():
-        assert set(OPTIMIZER_OPTIONS[name]) <= keywords(optimizer.__init__, skip=2), name  # self, params
-    assert set(SCHEDULER_OPTIONS) == {"none", *SCHEDULERS}
-    for name, build in SCHEDULERS.items():
-        assert set(SCHEDULER_OPTIONS[name]) == keywords(build, skip=2), name  # optimizer, max_steps
 
 
 def test_accelerator_names_are_lightnings() -> None:
