@@ -218,7 +218,9 @@ def test_arguments_are_matched_to_columns_by_name_or_by_the_config() -> None:
     assert resolve_inputs(regression, ["a", "b"], "model", args=["a"], kwargs={"y": "b"}) == Inputs(("a",), {"y": "b"})
     with pytest.raises(ConfigError, match=r"model: its argument\(s\) data are not data columns \(the data has a, b\)"):
         resolve_inputs(coin_model, ["a", "b"], "model")
-    with pytest.raises(ConfigError, match=r"model.args/model.kwargs name column\(s\) z that the data does not have"):
+    with pytest.raises(
+        ConfigError, match=r"model.data_args/model.data_kwargs name column\(s\) z that the data does not have"
+    ):
         resolve_inputs(regression, ["x", "y"], "model", args=["z"])
     args, kwargs = Inputs(args=("x",), kwargs={"y": "y"})(batch_of(x=torch.ones(2), y=torch.zeros(2)))
     assert torch.equal(args[0], torch.ones(2)) and torch.equal(kwargs["y"], torch.zeros(2))

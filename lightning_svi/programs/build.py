@@ -13,7 +13,7 @@
 any other class or function as for the model, or ``method: guide``, a method of the model's object.
 ``kind`` also names the guide in ``summary.json`` and TensorBoard.
 
-Framework keys (``args``, ``kwargs``, ``method``, ``kind``) are read here and never passed on.
+Framework keys (``data_args``, ``data_kwargs``, ``method``, ``kind``) are read here and never passed on.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from lightning_svi.models.base import SVIModel
 from lightning_svi.programs.inputs import resolve_inputs
 from lightning_svi.programs.program import PyroProgram
 
-FRAMEWORK_KEYS = ("args", "kwargs", "method", "kind")
+FRAMEWORK_KEYS = ("data_args", "data_kwargs", "method", "kind")
 
 
 @dataclass
@@ -100,8 +100,8 @@ def _wrap(
     num_rows: int,
     plate: str | None,
 ) -> PyroProgram:
-    args = node.get("args")
-    kwargs = node.get("kwargs")
+    args = node.get("data_args")
+    kwargs = node.get("data_kwargs")
     inputs = resolve_inputs(
         program,
         columns,

@@ -3,8 +3,9 @@
 Pyro programs take their data as arguments: ``model(data)``, ``model(x, y=None)``,
 ``model(sequences, lengths, batch_size=None)``. The rule, in order:
 
-1. ``model.args`` / ``model.kwargs`` in the config, when given: ``args`` lists the columns passed
-   positionally, ``kwargs`` maps argument names to columns (``{y: y}``).
+1. ``model.data_args`` / ``model.data_kwargs`` in the config, when given: ``data_args`` lists the
+   columns passed positionally, ``data_kwargs`` maps argument names to columns (``{y: y}``). Other
+   keys of the node bind arguments that are not data (``args`` of an example's argparse options).
 2. Otherwise every argument whose name is a data column gets that column by name.
 3. A program with one required argument that is not a column, and data with one column, gets that
    column positionally (``model(data)`` with a column called ``flips``).
@@ -69,7 +70,7 @@ def resolve_inputs(
         unknown = [column for column in (*inputs.args, *inputs.kwargs.values()) if column not in allowed]
         if unknown:
             raise ConfigError(
-                f"{key}.args/{key}.kwargs name column(s) {', '.join(map(str, unknown))} that the data does not have; "
+                f"{key}.data_args/{key}.data_kwargs name column(s) {', '.join(map(str, unknown))} that the data does not have; "
                 f"its columns are {', '.join(allowed)}."
             )
         return inputs
@@ -99,5 +100,5 @@ def resolve_inputs(
     names = ", ".join(parameter.name for parameter in required)
     raise ConfigError(
         f"{key}: its argument(s) {names} are not data columns (the data has {', '.join(data_columns)}). "
-        f"Map columns to arguments with {key}.args=[COLUMN,...] (positional) or {key}.kwargs={{ARGUMENT: COLUMN}}."
+        f"Map columns to arguments with {key}.data_args=[COLUMN,...] (positional) or {key}.data_kwargs={{ARGUMENT: COLUMN}}."
     )
