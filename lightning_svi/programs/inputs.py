@@ -70,8 +70,8 @@ def resolve_inputs(
         unknown = [column for column in (*inputs.args, *inputs.kwargs.values()) if column not in allowed]
         if unknown:
             raise ConfigError(
-                f"{key}.data_args/{key}.data_kwargs name column(s) {', '.join(map(str, unknown))} that the data does not have; "
-                f"its columns are {', '.join(allowed)}."
+                f"{key}.data_args/{key}.data_kwargs name column(s) {', '.join(map(str, unknown))} that the data "
+                f"does not have; its columns are {', '.join(allowed)}."
             )
         return inputs
     signature = _signature(program)
@@ -100,5 +100,6 @@ def resolve_inputs(
     names = ", ".join(parameter.name for parameter in required)
     raise ConfigError(
         f"{key}: its argument(s) {names} are not data columns (the data has {', '.join(data_columns)}). "
-        f"Map columns to arguments with {key}.data_args=[COLUMN,...] (positional) or {key}.data_kwargs={{ARGUMENT: COLUMN}}."
+        f"Map columns to arguments with {key}.data_args=[COLUMN,...] (positional) or "
+        f"{key}.data_kwargs={{ARGUMENT: COLUMN}}."
     )
