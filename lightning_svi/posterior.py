@@ -1,38 +1,54 @@
-"""Posterior summaries at the end of a run: what the trained guide says about each latent site.
+"""Posterior summaries at the end of a run, for any Pyro model and guide taking a ``batch`` dict.
 
-Continuous latents are summarised from guide samples (mean, sd, 5% and 95% quantiles), beside
-the exact posterior where the model has one in closed form. Sites that ``TraceEnum_ELBO`` sums
-out have no guide: their posterior probabilities given the data are averaged over guide samples
-of the other latents (Pyro's ``TraceEnum_ELBO.compute_marginals``).
+Latent sites are summarised from guide draws (Pyro's ``Predictive``: a site the guide leaves out
+is drawn from the model's prior, as the ELBO does): mean, sd, 5% and 95% quantiles, beside the
+exact posterior where the model has one in closed form. Sites that ``TraceEnum_ELBO`` sums out get
+their posterior probabilities given the data, averaged over guide draws of the other latents
+(``TraceEnum_ELBO.compute_marginals``). Observed sites get a posterior predictive check on a row
+subsample (``Predictive`` of the model with its observations released, ``poutine.uncondition``).
+
+Memory is bounded, whatever the model: draws come in chunks of at most ``CHUNK_ELEMENTS`` numbers
+(the sample sites of one draw times the draws of a chunk), and at most ``SITE_ELEMENTS`` elements
+of a site are kept and summarised (the entry says so in ``note``). A model written for one draw
+(``x @ w`` with a 1-D ``w``, indexing a matrix by an enumerated state) fails when vectorized over a
+draw dimension: then draws are sequential, ``parallel=False``, fewer of them (``SEQUENTIAL_SAMPLES``).
+A part that raises gives ``{"error": "..."}`` for its sites, never a failed run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import TraceEnum_ELBO
+from pyro.infer import Predictive, TraceEnum_ELBO
+from pyro.poutine import Trace
+from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from pyro.poutine.util import site_is_subsample
 
-from lightning_svi.guides import is_enumerated
-from lightning_svi.models.base import Batch, SVIModel
+Batch = dict[str, torch.Tensor]
 
 QUANTILES = (0.05, 0.95)
+NUM_SAMPLES = 1000
+ENUMERATED_SAMPLES = 100  # guide draws that each enumerated site's exact conditional marginals are averaged over
+ENUMERATED_SEQUENTIAL_SAMPLES = 20  # the same, one model run each (a markov chain: T contractions per run)
+SEQUENTIAL_SAMPLES = 200  # draws when the model does not vectorize: one model run each
+CHUNK_ELEMENTS = 20_000_000  # numbers the sample sites of one chunk of draws hold together (~80 MB in float32)
+KEPT_ELEMENTS = 20_000_000  # numbers of all kept draws together; fewer draws (at least 50) beyond that
+SITE_ELEMENTS = 10_000  # elements of a site summarised; the first ones in row-major order
+CHECK_ROWS = 500  # data rows of the posterior predictive check
+EXACT_SAMPLES = 20_000
 
 
-def _in_sample_plate(fn: Callable, num_samples: int, max_plate_nesting: int) -> Callable:
-    """``fn`` run once for ``num_samples`` independent draws, along a plate left of the model's plates."""
-
-    def plated(*args: Any, **kwargs: Any) -> Any:
-        with pyro.plate("posterior_samples", num_samples, dim=-(max_plate_nesting + 1)):
-            return fn(*args, **kwargs)
-
-    return plated
+def error_line(error: BaseException) -> str:
+    """``Type: first line of the message``, for a summary entry."""
+    return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 def _is_observed(site: dict) -> bool:
@@ -45,49 +61,125 @@ def _is_observed(site: dict) -> bool:
     )
 
 
-def latent_shapes(model: SVIModel, guide: Callable, data: Batch) -> tuple[dict[str, torch.Size], list[str], int]:
-    """From one model run: the shapes of its continuous latent and its observed sites, the names of
-    its enumerated sites, and its plate nesting (how many batch dimensions its plates use)."""
-    trace = poutine.trace(poutine.replay(model, poutine.trace(guide).get_trace(data))).get_trace(data)
-    latent = [
-        (name, site)
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-    ]
-    shapes = {name: site["value"].shape for name, site in latent if not is_enumerated(site)}
-    shapes.update({name: site["value"].shape for name, site in trace.nodes.items() if _is_observed(site)})
-    plate_dims = [
-        -frame.dim
-        for site in trace.nodes.values()
-        if site["type"] == "sample"
-        for frame in site["cond_indep_stack"]
-        if frame.vectorized
-    ]
-    return shapes, [name for name, site in latent if is_enumerated(site)], max(plate_dims, default=0)
-
-
-def latent_samples(
-    model: SVIModel, guide: Callable, data: Batch, shapes: dict[str, torch.Size], num_samples: int, plates: int
-) -> dict[str, torch.Tensor]:
-    """``num_samples`` joint draws of the sites in ``shapes`` from the guide (from the prior for sites
-    the guide leaves to the model), observed sites replicated from the posterior predictive, each
-    shaped ``(num_samples, *shape)``. ``plates``: the model's maximum plate nesting."""
-    guide_trace = poutine.trace(_in_sample_plate(guide, num_samples, plates)).get_trace(data)
-    model_trace = poutine.trace(poutine.replay(_in_sample_plate(model, num_samples, plates), guide_trace)).get_trace(
-        data
+def _is_latent(site: dict) -> bool:
+    return (
+        site["type"] == "sample"
+        and not site["is_observed"]
+        and not site_is_subsample(site)
+        and not site["infer"].get("is_auxiliary", False)
     )
-    samples = {}
-    for name, shape in shapes.items():
-        site = model_trace.nodes[name]
-        # An observed site's distribution, given this draw of the latents, replicates the data.
-        value = site["fn"].sample() if _is_observed(site) else site["value"]
-        samples[name] = value.reshape(num_samples, *shape)
-    return samples
+
+
+def _is_enumerated(site: dict) -> bool:
+    """A site ``TraceEnum_ELBO`` sums out (no guide samples it)."""
+    return site["infer"].get("enumerate") == "parallel"
+
+
+class ReleaseObserved(UnconditionMessenger):
+    """``poutine.uncondition`` for data sites only: a plate's subsample (which Pyro records as an
+    observed site) and a ``pyro.deterministic`` value keep their values. Pyro's own would draw a new
+    subsample of rows, misaligned with the data and with the guide's rows."""
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if _is_observed(msg):
+            super()._pyro_sample(msg)
+
+
+def plate_nesting(*traces: Trace) -> int:
+    """How many batch dimensions the plates of ``traces`` use (Pyro's ``max_plate_nesting``)."""
+    return max(
+        (-frame.dim for trace in traces for site in trace.nodes.values() if site["type"] == "sample"
+         for frame in site["cond_indep_stack"] if frame.vectorized),
+        default=0,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Sites:
+    """The sample sites of a model and guide, from one run of the guide and the model replayed on it."""
+
+    latent: dict[str, torch.Size]  # site -> shape of one draw; continuous or guide-sampled latents
+    enumerated: dict[str, tuple[torch.Size, int]]  # site -> (shape, number of values)
+    observed: dict[str, torch.Tensor]  # site -> the data it observes
+    sources: dict[str, dist.Distribution]  # latent site -> what its draws come from (the guide's or the prior's)
+    nesting: int  # max_plate_nesting of the model and guide
+    elements_per_draw: int  # numbers held by the sample sites of one draw of model and guide
+
+    @classmethod
+    def of(cls, model: Callable, guide: Callable, data: Batch) -> Sites:
+        with torch.no_grad():
+            guide_trace = poutine.trace(guide).get_trace(data)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(data)
+        latent, enumerated, observed, sources = {}, {}, {}, {}
+        for name, site in model_trace.nodes.items():
+            if _is_observed(site):
+                observed[name] = site["value"]
+            elif _is_latent(site) and _is_enumerated(site) and name not in guide_trace.nodes:
+                enumerated[name] = (site["value"].shape, _support_size(site["fn"]))
+            elif _is_latent(site):
+                latent[name] = site["value"].shape
+                guide_site = guide_trace.nodes.get(name)
+                sources[name] = (guide_site or site)["fn"]
+        elements = sum(
+            site["value"].numel()
+            for trace in (guide_trace, model_trace)
+            for site in trace.nodes.values()
+            if site["type"] == "sample" and isinstance(site["value"], torch.Tensor)
+        )
+        return cls(latent, enumerated, observed, sources, plate_nesting(guide_trace, model_trace), max(elements, 1))
+
+
+def _support_size(distribution: dist.Distribution) -> int:
+    return int(distribution.enumerate_support(expand=False).shape[0])
+
+
+def chunk_size(elements_per_draw: int, max_elements: int = CHUNK_ELEMENTS) -> int:
+    """Draws per chunk, so that a chunk's sample sites hold at most ``max_elements`` numbers."""
+    return max(1, max_elements // max(elements_per_draw, 1))
+
+
+def draw_in_chunks(
+    predict: Callable[[int, bool], dict[str, torch.Tensor]],
+    num_samples: int,
+    chunk: int,
+    sequential_samples: int = SEQUENTIAL_SAMPLES,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """``predict(size, parallel)`` chunk after chunk until ``num_samples`` draws. Vectorized first; if
+    the first vectorized chunk raises, every chunk is drawn sequentially and the draws are at most
+    ``sequential_samples``. ``predict`` raises on a draw of the wrong shape, which also falls back."""
+    parallel, drawn = True, 0
+    while drawn < num_samples:
+        size = min(chunk, num_samples - drawn)
+        try:
+            samples = predict(size, parallel)
+        except Exception:
+            if not parallel or drawn:
+                raise
+            parallel, num_samples = False, min(num_samples, sequential_samples)
+            continue
+        drawn += size
+        yield samples
+
+
+def predictive(
+    model: Callable, guide: Callable, data: Batch, shapes: dict[str, torch.Size]
+) -> Callable[[int, bool], dict[str, torch.Tensor]]:
+    """``predict(size, parallel)`` for ``draw_in_chunks``: ``size`` draws of the sites in ``shapes``
+    (guide draws, prior draws where the guide has none, the model's draws of the rest), each shaped
+    ``(size, elements)``."""
+
+    def predict(size: int, parallel: bool) -> dict[str, torch.Tensor]:
+        draws = Predictive(model, guide=guide, num_samples=size, return_sites=list(shapes), parallel=parallel)(data)
+        # A model that does not vectorize may still run and broadcast a site wrongly: refuse that draw.
+        return {name: draws[name].reshape(size, math.prod(shape)) for name, shape in shapes.items()}
+
+    return predict
 
 
 def describe(samples: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mean, sd and the ``QUANTILES`` of samples along their first dimension."""
-    quantiles = torch.quantile(samples.double(), torch.tensor(QUANTILES, dtype=torch.double), dim=0)
+    samples = samples.double()
+    quantiles = torch.quantile(samples, torch.tensor(QUANTILES, dtype=torch.double, device=samples.device), dim=0)
     return {
         "mean": samples.mean(0),
         "sd": samples.std(0),
@@ -95,74 +187,333 @@ def describe(samples: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-CHECK_STATISTICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "mean": lambda values: values.flatten(1).mean(-1),
-    "sd": lambda values: values.flatten(1).std(-1),
-}
+def _kept(shape: torch.Size, site_elements: int) -> int:
+    return min(math.prod(shape), site_elements)
 
 
-def predictive_check(observed: torch.Tensor, replicated: torch.Tensor) -> dict[str, dict[str, float]]:
-    """For each statistic T: T(x), the mean of T(x_rep), and the posterior predictive p-value
-    P(T(x_rep) >= T(x)); values near 0 or 1 say the model does not reproduce that aspect of the data."""
-    check = {}
-    for name, statistic in CHECK_STATISTICS.items():
-        value = statistic(observed.unsqueeze(0).to(replicated.dtype))[0]
-        replicas = statistic(replicated)
-        check[name] = {
-            "observed": value.item(),
-            "replicated_mean": replicas.mean().item(),
-            "p_value": (replicas >= value).double().mean().item(),
-        }
-    return check
+def _shaped(values: torch.Tensor, shape: torch.Size, kept: int) -> torch.Tensor:
+    """``values`` (last dimension: the kept elements of a site) in the site's shape when all were kept."""
+    return values.reshape(tuple(values.shape[:-1]) + tuple(shape)) if kept == math.prod(shape) else values
 
 
-def describe_exact(posterior: dist.Distribution, num_samples: int = 20_000) -> dict[str, torch.Tensor]:
-    """Mean and sd of a closed-form posterior exactly; its quantiles from ``num_samples`` draws."""
-    quantiles = describe(posterior.sample((num_samples,)))
-    return {**quantiles, "mean": posterior.mean, "sd": posterior.stddev}
+def _bounded_note(shape: torch.Size, kept: int) -> str:
+    return f"first {kept} of {math.prod(shape)} elements (shape {list(shape)}), flattened in row-major order"
+
+
+def _not_summarisable(source: dist.Distribution) -> str | None:
+    """Why mean, sd and quantiles do not apply to draws from ``source``, or None."""
+    if source.support.is_discrete:
+        return f"integer-valued site ({type(source).__name__}): mean, sd and quantiles not summarised"
+    try:
+        mean = source.mean
+    except (NotImplementedError, AttributeError, ValueError):
+        return None
+    if isinstance(mean, torch.Tensor) and not torch.isfinite(mean).all():
+        return f"its draws come from {type(source).__name__}, which has no finite mean: not summarised"
+    return None
+
+
+def latent_summaries(
+    model: Callable,
+    guide: Callable,
+    data: Batch,
+    sites: Sites,
+    num_samples: int = NUM_SAMPLES,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    site_elements: int = SITE_ELEMENTS,
+    kept_elements: int = KEPT_ELEMENTS,
+) -> dict[str, dict[str, Any]]:
+    """``mean``, ``sd``, ``q05``, ``q95`` of each latent site over draws; ``skipped`` (why) for a site
+    they do not apply to, ``note`` where only the first ``site_elements`` elements are summarised."""
+    summary: dict[str, dict[str, Any]] = {}
+    shapes = {}
+    for name, shape in sites.latent.items():
+        reason = _not_summarisable(sites.sources[name])
+        if reason:
+            summary[name] = {"skipped": reason}
+        else:
+            shapes[name] = shape
+    if not shapes:
+        return summary
+    kept = {name: _kept(shape, site_elements) for name, shape in shapes.items()}
+    num_samples = min(num_samples, max(50, kept_elements // sum(kept.values())))
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in shapes}
+    chunk = chunk_size(sites.elements_per_draw, chunk_elements)
+    for draws in draw_in_chunks(predictive(model, guide, data, shapes), num_samples, chunk):
+        for name, values in draws.items():
+            chunks[name].append(values[:, : kept[name]].clone())  # clone: drop the rest of the chunk
+    for name, shape in shapes.items():
+        samples = torch.cat(chunks.pop(name))
+        if not torch.isfinite(samples).all():
+            summary[name] = {"skipped": "non-finite draws: not summarised"}
+            continue
+        summary[name] = {key: _shaped(value, shape, kept[name]) for key, value in describe(samples).items()}
+        if kept[name] < math.prod(shape):
+            summary[name]["note"] = _bounded_note(shape, kept[name])
+    return dict(sorted(summary.items(), key=lambda item: list(sites.latent).index(item[0])))
+
+
+def describe_exact(
+    posterior: dist.Distribution, shape: torch.Size | None = None, site_elements: int = SITE_ELEMENTS
+) -> dict[str, torch.Tensor]:
+    """Mean and sd of a closed-form posterior exactly; its quantiles from at most ``EXACT_SAMPLES``
+    draws. With ``shape`` (the site's), its first ``site_elements`` elements, as ``latent_summaries``."""
+    full_shape = posterior.batch_shape + posterior.event_shape
+    shape = full_shape if shape is None else shape
+    if math.prod(full_shape) != math.prod(shape):
+        raise ValueError(f"exact posterior of shape {list(full_shape)} for a site of shape {list(shape)}")
+    kept = _kept(shape, site_elements)
+    num_samples = max(1000, min(EXACT_SAMPLES, KEPT_ELEMENTS // kept))
+    draws = posterior.sample((num_samples,)).reshape(num_samples, -1)[:, :kept]
+    exact = describe(draws)
+    exact["mean"] = posterior.mean.reshape(-1)[:kept].double()
+    exact["sd"] = posterior.stddev.reshape(-1)[:kept].double()
+    return {key: _shaped(value, shape, kept) for key, value in exact.items()}
+
+
+def _in_sample_plate(fn: Callable, num_samples: int, nesting: int) -> Callable:
+    """``fn`` run once for ``num_samples`` independent draws, along a plate left of the model's plates."""
+
+    def plated(*args: Any, **kwargs: Any) -> Any:
+        with pyro.plate("posterior_samples", num_samples, dim=-(nesting + 1)):
+            return fn(*args, **kwargs)
+
+    return plated
 
 
 def enumerated_marginals(
-    model: SVIModel, guide: Callable, data: Batch, num_samples: int, plates: int
+    model: Callable,
+    guide: Callable,
+    data: Batch,
+    num_samples: int = ENUMERATED_SAMPLES,
+    plates: int | None = None,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    sites: Sites | None = None,
 ) -> dict[str, torch.Tensor]:
     """p(a_i = k | x) for each enumerated site a, averaged over ``num_samples`` guide draws of the
-    other latents: a tensor of shape ``(*site_shape, num_values)`` per site."""
-    estimator = TraceEnum_ELBO(max_plate_nesting=plates + 1)
-    marginals = estimator.compute_marginals(
-        _in_sample_plate(model, num_samples, plates), _in_sample_plate(guide, num_samples, plates), data
+    other latents: a tensor of shape ``(*site_shape, num_values)`` per site. ``plates``: the model's
+    plate nesting (found from one run when not given)."""
+    sites = sites or Sites.of(model, guide, data)
+    nesting = sites.nesting if plates is None else plates
+    shapes = sites.enumerated
+    if not shapes:
+        return {}
+
+    def predict(size: int, parallel: bool) -> dict[str, torch.Tensor]:
+        if parallel:
+            estimator = TraceEnum_ELBO(max_plate_nesting=nesting + 1)
+            marginals = estimator.compute_marginals(
+                _in_sample_plate(model, size, nesting), _in_sample_plate(guide, size, nesting), data
+            )
+            return {name: _per_draw(marginals[name].probs, size, shape) for name, shape in shapes.items()}
+        draws = [TraceEnum_ELBO(max_plate_nesting=nesting).compute_marginals(model, guide, data) for _ in range(size)]
+        return {
+            name: torch.stack([_per_draw(draw[name].probs, 1, shape)[0] for draw in draws])
+            for name, shape in shapes.items()
+        }
+
+    values = max(size for _, size in shapes.values())
+    chunk = chunk_size(sites.elements_per_draw * values, chunk_elements)
+    totals: dict[str, torch.Tensor] = {}
+    count = 0
+    with torch.no_grad():
+        for draws in draw_in_chunks(predict, num_samples, chunk, sequential_samples=ENUMERATED_SEQUENTIAL_SAMPLES):
+            for name, probs in draws.items():
+                totals[name] = totals.get(name, 0) + probs.sum(0)
+            count += next(iter(draws.values())).shape[0]
+    return {name: (totals[name] / count).reshape(*shape, -1) for name, (shape, _) in shapes.items()}
+
+
+def _per_draw(probs: torch.Tensor, size: int, shape: tuple[torch.Size, int]) -> torch.Tensor:
+    """Marginal probabilities shaped ``(size, elements, values)``; raises when they do not fit."""
+    site_shape, values = shape
+    elements = math.prod(site_shape)
+    if probs.shape[-1] != values:
+        raise ValueError(f"marginal of {probs.shape[-1]} values for a site of {values}")
+    if probs.numel() == elements * values:  # the same for every draw (nothing it depends on varies)
+        return probs.reshape(1, elements, values).expand(size, elements, values)
+    return probs.reshape(size, elements, values)
+
+
+def enumerated_summaries(
+    model: Callable,
+    guide: Callable,
+    data: Batch,
+    sites: Sites,
+    num_samples: int = ENUMERATED_SAMPLES,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    site_elements: int = SITE_ELEMENTS,
+) -> dict[str, dict[str, Any]]:
+    """``probs`` of each enumerated site (``(*site_shape, num_values)``; the first ``site_elements``
+    elements, flattened, with a ``note``, for a larger site)."""
+    marginals = enumerated_marginals(model, guide, data, num_samples, sites=sites, chunk_elements=chunk_elements)
+    summary = {}
+    for name, probs in marginals.items():
+        shape = sites.enumerated[name][0]
+        kept = _kept(shape, site_elements)
+        if kept == math.prod(shape):
+            summary[name] = {"probs": probs}
+        else:
+            summary[name] = {"probs": probs.reshape(-1, probs.shape[-1])[:kept], "note": _bounded_note(shape, kept)}
+    return summary
+
+
+CHECK_STATISTICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "mean": lambda values: values.flatten(1).double().mean(-1),
+    "sd": lambda values: values.flatten(1).double().std(-1),
+}
+
+
+def row_subsample(data: Batch, max_rows: int) -> tuple[Batch, int]:
+    """At most ``max_rows`` rows of ``data``, evenly spread (a minibatch: its ``index`` tells the
+    model's plates which rows), and how many rows it has. Tensors without a row per data point
+    are kept whole."""
+    num_rows = (
+        len(data["index"])
+        if "index" in data
+        else max((len(value) for value in data.values() if value.dim()), default=0)
     )
-    return {
-        name: marginal.probs.reshape(num_samples, -1, marginal.probs.shape[-1]).mean(0)
-        for name, marginal in marginals.items()
+    if num_rows <= max_rows:
+        return data, num_rows
+    rows = torch.linspace(0, num_rows - 1, max_rows).round().long().unique()
+    subsample = {
+        name: value[rows.to(value.device)] if value.dim() and len(value) == num_rows else value
+        for name, value in data.items()
     }
+    return subsample, len(rows)
 
 
-def _observed_values(model: SVIModel, data: Batch) -> dict[str, torch.Tensor]:
-    trace = poutine.trace(model).get_trace(data)
-    return {name: site["value"] for name, site in trace.nodes.items() if _is_observed(site)}
+def predictive_checks(
+    model: Callable,
+    guide: Callable,
+    data: Batch,
+    num_samples: int = NUM_SAMPLES,
+    max_rows: int = CHECK_ROWS,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    site_elements: int = SITE_ELEMENTS,
+) -> dict[str, dict[str, Any]]:
+    """For each observed site, from replicated data (the site drawn from the model given guide
+    draws of the latents) on at most ``max_rows`` rows of ``data``:
+
+    * ``check``: for each statistic T (mean, sd over the rows' elements), T(x), the mean of
+      T(x_rep), and the posterior predictive p-value P(T(x_rep) >= T(x)); values near 0 or 1 say
+      the model does not reproduce that aspect of the data;
+    * ``ppc``: the observed and the predictive mean, and the share of the observed elements (the
+      first ``site_elements``) inside their central 90% predictive interval (``coverage_90``).
+
+    A guide that cannot follow a subsample of rows (one that draws every row's latents at once)
+    is checked on the whole of ``data``."""
+    subsample, rows = row_subsample(data, max_rows)
+    candidates = [(subsample, rows)] if subsample is data else [(subsample, rows), (data, None)]
+    for position, (batch, batch_rows) in enumerate(candidates):
+        try:
+            return _predictive_checks(model, guide, batch, batch_rows, num_samples, chunk_elements, site_elements)
+        except Exception:
+            if position == len(candidates) - 1:
+                raise
+    return {}
+
+
+def _predictive_checks(
+    model: Callable,
+    guide: Callable,
+    data: Batch,
+    rows: int | None,
+    num_samples: int,
+    chunk_elements: int,
+    site_elements: int,
+) -> dict[str, dict[str, Any]]:
+    sites = Sites.of(model, guide, data)
+    if not sites.observed:
+        return {}
+    shapes = {name: value.shape for name, value in sites.observed.items()}
+    kept = {name: _kept(shape, site_elements) for name, shape in shapes.items()}
+    replicas: dict[str, dict[str, list[torch.Tensor]]] = {
+        name: {key: [] for key in CHECK_STATISTICS} for name in shapes
+    }
+    kept_draws: dict[str, list[torch.Tensor]] = {name: [] for name in shapes}
+    released = ReleaseObserved()(model)  # observed sites drawn from the model: replicated data
+    chunk = chunk_size(sites.elements_per_draw, chunk_elements)
+    for draws in draw_in_chunks(predictive(released, guide, data, shapes), num_samples, chunk):
+        for name, values in draws.items():
+            for key, statistic in CHECK_STATISTICS.items():
+                replicas[name][key].append(statistic(values))
+            kept_draws[name].append(values[:, : kept[name]].clone())
+    summary = {}
+    for name, observed in sites.observed.items():
+        check = {}
+        for key, statistic in CHECK_STATISTICS.items():
+            value = statistic(observed.unsqueeze(0))[0]
+            replicated = torch.cat(replicas[name][key])
+            check[key] = {
+                "observed": value.item(),
+                "replicated_mean": replicated.mean().item(),
+                "p_value": (replicated >= value).double().mean().item(),
+            }
+        draws = torch.cat(kept_draws.pop(name)).double()
+        low, high = torch.quantile(draws, torch.tensor(QUANTILES, dtype=torch.double, device=draws.device), dim=0)
+        elements = observed.reshape(-1)[: kept[name]].double()
+        ppc = {
+            "observed_mean": check["mean"]["observed"],
+            "predictive_mean": check["mean"]["replicated_mean"],
+            "coverage_90": ((low <= elements) & (elements <= high)).double().mean().item(),
+            "rows": rows,
+            "draws": len(draws),
+        }
+        if kept[name] < math.prod(shapes[name]):
+            ppc["note"] = f"coverage of the first {kept[name]} of {math.prod(shapes[name])} observed elements"
+        summary[name] = {"check": check, "ppc": ppc}
+    return summary
+
+
+def _exact_posterior(model: Callable, data: Batch) -> dict[str, dist.Distribution]:
+    return getattr(model, "exact_posterior", lambda data: None)(data) or {}
 
 
 def posterior_summary(
-    model: SVIModel, guide: Callable, data: Batch, num_samples: int = 1000, max_elements: int = 20_000_000
+    model: Callable,
+    guide: Callable,
+    data: Batch,
+    num_samples: int = NUM_SAMPLES,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    site_elements: int = SITE_ELEMENTS,
+    check_rows: int = CHECK_ROWS,
 ) -> dict[str, dict[str, Any]]:
-    """For each latent site: ``mean``, ``sd``, ``q05``, ``q95`` from the guide, and ``exact`` (the same
-    keys) where the model has a closed-form posterior; for each enumerated site, ``probs``; for each
-    observed site, ``check``, a posterior predictive check of its mean and sd. Large models get fewer
-    draws (at least 50), so that all draws together hold at most ``max_elements`` numbers."""
+    """One entry per site of ``model``: a latent site's ``mean``, ``sd``, ``q05``, ``q95`` over guide
+    draws and ``exact`` (the same keys) where the model has a closed-form posterior; an enumerated
+    site's ``probs``; an observed site's ``check`` and ``ppc`` (``predictive_checks``). A site that
+    cannot be summarised has ``skipped`` (why); a part that raised gives its sites ``error``."""
     with torch.no_grad():
-        shapes, enumerated, plates = latent_shapes(model, guide, data)
-        elements_per_draw = sum(math.prod(shape) for shape in shapes.values())
-        num_samples = min(num_samples, max(50, max_elements // max(elements_per_draw, 1)))
-        samples = latent_samples(model, guide, data, shapes, num_samples, plates)
-        observed = {name: site_value for name, site_value in _observed_values(model, data).items()}
-        summary: dict[str, dict[str, Any]] = {
-            name: {"check": predictive_check(observed[name], values)} if name in observed else describe(values)
-            for name, values in samples.items()
-        }
-        exact = model.exact_posterior(data) or {}
-        for name, posterior in exact.items():
-            summary[name]["exact"] = describe_exact(posterior)
-        if enumerated:
-            marginals = enumerated_marginals(model, guide, data, min(num_samples, 100), plates)
-            summary.update({name: {"probs": probs} for name, probs in marginals.items()})
+        sites = Sites.of(model, guide, data)
+        bounds = {"chunk_elements": chunk_elements, "site_elements": site_elements}
+        parts = (
+            (sites.latent, partial(latent_summaries, model, guide, data, sites, num_samples, **bounds)),
+            (sites.enumerated, partial(enumerated_summaries, model, guide, data, sites, **bounds)),
+            (sites.observed, partial(predictive_checks, model, guide, data, num_samples, check_rows, **bounds)),
+        )
+        summary: dict[str, dict[str, Any]] = {}
+        for names, part in parts:
+            if not names:
+                continue
+            try:
+                summary.update(part())
+            except Exception as error:  # one part failing leaves the others
+                summary.update({name: {"error": error_line(error)} for name in names})
+        try:
+            exact = _exact_posterior(model, data)
+        except Exception as error:
+            exact, exact_error = {}, error_line(error)
+        else:
+            exact_error = None
+        for name in sites.latent:
+            entry = summary.get(name, {})
+            if "mean" not in entry:
+                continue
+            if exact_error:
+                entry["exact"] = {"error": exact_error}
+            elif name in exact:
+                try:
+                    entry["exact"] = describe_exact(exact[name], sites.latent[name], site_elements)
+                except Exception as error:
+                    entry["exact"] = {"error": error_line(error)}
     return summary

@@ -1,4 +1,10 @@
-"""Write ``summary.json`` at the end of a run, also when it stops early or fails."""
+"""Write ``summary.json`` at the end of a run, also when it stops early or fails.
+
+The summary (status, θ, φ, final, timing) is on disk first, when training ends; the posterior
+section, the one heavy part, is computed afterwards (once Lightning has run every other callback's
+end of training, the final checkpoint included) and the file rewritten with it. A crash or a kill
+during the posterior work leaves the complete first summary.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from lightning_svi.callbacks.non_finite import TrainingDiverged
 from lightning_svi.errors import UserInputError
 from lightning_svi.models.base import Batch
 from lightning_svi.params import constrained_values
-from lightning_svi.posterior import posterior_summary
+from lightning_svi.posterior import error_line, posterior_summary
 
 FINAL_KEYS = ("loss", "elbo", "log_p", "log_q")
 
@@ -31,8 +37,15 @@ def to_json_value(value: torch.Tensor | float | None) -> Any:
         return None
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().tolist()
+    return _finite_or_none(value)
+
+
+def _finite_or_none(value: Any) -> Any:
+    """None for each non-finite float, at any depth of nested lists (JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, list):
+        return [_finite_or_none(item) for item in value]
     return value
 
 
@@ -72,6 +85,7 @@ class RunSummary(StepLogger):
         self.steps_before_timing = 0  # a resumed run starts counting at its checkpoint's step
         self.steps_timed = 0  # optimizer steps, not batches: compiled mode runs several per batch
         self.summary: dict[str, Any] | None = None  # what was last written, for other callbacks to read
+        self.posterior_pending = False  # the run ended well: its posterior section comes after the summary
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -95,6 +109,19 @@ class RunSummary(StepLogger):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer, pl_module, "completed" if trainer.global_step >= trainer.max_steps else "stopped")
+        self.posterior_pending = True
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The posterior section, after every callback's ``on_train_end`` (pictures, final checkpoint)
+        and Lightning's teardown (the module is back on the CPU): rank 0 adds it to the summary it
+        wrote and rewrites the file."""
+        if not self.posterior_pending or self.summary is None or not trainer.is_global_zero:
+            return
+        self.posterior_pending = False
+        summary = dict(self.summary)
+        summary["posterior"] = self.posterior(pl_module)
+        self.summary = summary
+        write_json_atomically(self.path, summary)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, UserInputError):
@@ -127,12 +154,13 @@ class RunSummary(StepLogger):
         return [values[start : start + 3] for start in range(0, len(values), 3)]
 
     def posterior(self, pl_module: pl.LightningModule) -> dict[str, Any]:
-        data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
+        """``posterior_summary`` as JSON values; ``{"error": "..."}`` where it raised, never a failed run."""
         try:
+            data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
             summary = posterior_summary(pl_module.model, pl_module.guide, data)
-        except Exception as error:  # e.g. a user's model that cannot be vectorized: keep the rest of the summary
-            return {"error": f"{type(error).__name__}: {error}".splitlines()[0]}
-        return {site: to_json_tree(values) for site, values in summary.items()}
+            return {site: to_json_tree(values) for site, values in summary.items()}
+        except Exception as error:  # e.g. a model that cannot run on its full data at once
+            return {"error": error_line(error)}
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
         loop_seconds = (self.last_step_at or 0.0) - (self.first_step_at or 0.0)
@@ -151,8 +179,6 @@ class RunSummary(StepLogger):
                 "compile_seconds": pl_module.compiled_step.compile_seconds if pl_module.compiled_step else None,
             },
         }
-        if status in ("completed", "stopped"):
-            summary["posterior"] = self.posterior(pl_module)
         if error is not None:
             summary["error"] = error
         self.summary = summary
