@@ -25,9 +25,13 @@ EARLY_REFUSALS = [
     (["model=coin", "guide=empty"], "guide=empty with model=coin: nothing to train"),
     (["guide=normal", "guide.kind=delta"], "guide.init_scale=0.1: not an option of guide=delta; it takes none."),
     (["guide=lowrank", "guide.rank=0"], "guide.rank=0: must be an integer >= 1 or null."),
-    (["optim.name=SGD"], "optim.betas=[0.9, 0.999]: not an option of optim.name=SGD; its options are momentum"),
-    (["optim=sgd", "optim.momentum=-0.5"], "optim.momentum=-0.5: must be a number >= 0."),
-    (["optim.scheduler.name=cosine"], "optim.scheduler.gamma=0.1: not an option of the cosine schedule"),
+    (["optim._target_=torhc.optim.Adam"], "optim._target_=torhc.optim.Adam: cannot be imported (No module named"),
+    (["optim.scheduler=5"], "optim.scheduler=5: must be a mapping with a _target_"),
+    (["optim.after_step=no_such_module.clip"], "optim.after_step=no_such_module.clip: cannot be imported (No module"),
+    (["elbo.num_particles=0"], "elbo.num_particles=0: must be an integer >= 1."),
+    (["callbacks.summary=null"], "callbacks.summary=null: lightning-svi's summary callback cannot be removed"),
+    (["+callbacks.mine={_target_:no_such_module.Callback}"], "callbacks.mine._target_=no_such_module.Callback: cannot"),
+    (["+logger.mine=5"], "logger.mine=5: must be a mapping with a _target_"),
     (["trainer.devices=0"], "trainer.devices=0: must be auto, a number of devices >= 1"),
     (["trainer.accelerator=gpus"], "trainer.accelerator='gpus': unknown; allowed values are auto, cpu"),
     (["trainer=ddp_cpu", "trainer.num_nodes=0"], "trainer.num_nodes=0: must be an integer >= 1."),
@@ -35,6 +39,24 @@ EARLY_REFUSALS = [
     (["data.synthetic={num_groups:0}"], "data.synthetic.num_groups=0: must be an integer >= 1."),
     (["data.synthetic=5"], "data.synthetic=5: must be null or a mapping"),
     (["compile.enabled=yes"], "compile.enabled='yes': must be true or false."),
+]
+
+
+# Components named by a _target_, checked against their signature and built once: torch and Pyro are
+# imported for them (after every torch-free check), Lightning is not.
+COMPONENT_REFUSALS = [
+    (["optim._target_=torch.optim.Adamm"], "optim._target_=torch.optim.Adamm: cannot be imported (torch.optim has no"),
+    (["+optim.foo=1"], "optim.foo=1: torch.optim.Adam takes no argument 'foo'; it takes lr, betas, eps,"),
+    (["optim=sgd", "optim.momentum=-0.5"], "optim.momentum=-0.5: refused by torch.optim.SGD (ValueError: Invalid"),
+    (["optim.scheduler.gamma=2"], "optim.scheduler.gamma=2: refused by lightning_svi.optim.exponential_decay"),
+    (
+        ["optim/scheduler=cosine", "+optim.scheduler.gamma=0.1"],
+        "optim.scheduler.gamma=0.1: torch.optim.lr_scheduler.CosineAnnealingLR takes no argument 'gamma'",
+    ),
+    (["elbo._target_=pyro.infer.Magic_ELBO"], "elbo._target_=pyro.infer.Magic_ELBO: cannot be imported"),
+    (["+elbo.name=Trace_ELBO"], "elbo.name='Trace_ELBO': pyro.infer.TraceEnum_ELBO takes no argument 'name'"),
+    (["elbo._target_=pyro.infer.RenyiELBO"], "elbo._target_=pyro.infer.RenyiELBO: has no differentiable_loss"),
+    (["elbo._target_=torch.optim.Adam"], "elbo._target_=torch.optim.Adam: not a Pyro ELBO class"),
 ]
 
 
@@ -50,6 +72,18 @@ def assert_refused_before_torch(result, message: str) -> None:
 def test_bad_value_is_refused_before_torch_is_imported(tmp_path: Path, overrides: list[str], message: str) -> None:
     result = run_train_py(*overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, importtime=True)
     assert_refused_before_torch(result, message)
+
+
+@pytest.mark.parametrize(("overrides", "message"), COMPONENT_REFUSALS, ids=[" ".join(o) for o, _ in COMPONENT_REFUSALS])
+def test_a_bad_component_is_refused_in_one_line_before_lightning_is_imported(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    result = run_train_py(*overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, importtime=True)
+    assert result.returncode == 2, result.stderr[-3000:]
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("lightning-svi: error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], error_lines
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "pytorch_lightning" not in imported_modules(result.stderr)
 
 
 # Each built-in model's own table spec, read before torch: its row check, or its columns.
