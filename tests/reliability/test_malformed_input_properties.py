@@ -113,11 +113,11 @@ ACCEPTED = {
     "optim.lr": _is_positive,
     "optim.theta_lr": lambda value: value is None or _is_positive(value),
     "optim.phi_lr": lambda value: value is None or _is_positive(value),
-    "optim.name": lambda value: value in ("Adam", "AdamW", "ClippedAdam", "SGD", "RMSprop"),
-    "optim.scheduler": lambda value: value is None or (isinstance(value, dict) and value.get("name", "none") == "none"),
-    "optim.scheduler.name": lambda value: value in ("none", "exponential", "cosine"),
+    "optim._target_": lambda value: isinstance(value, str) and value.startswith(("torch.optim.", "pyro.optim.")),
+    "optim.scheduler": lambda value: value is None or (isinstance(value, dict) and "_target_" in value),
     "optim.scheduler.gamma": lambda value: _is_positive(value) and value <= 1,
-    "elbo.name": lambda value: value in ("TraceEnum_ELBO", "Trace_ELBO", "TraceGraph_ELBO", "TraceMeanField_ELBO"),
+    "optim.after_step": lambda value: value is None or isinstance(value, str),  # a str only if it names a function
+    "elbo._target_": lambda value: isinstance(value, str) and value.startswith("pyro.infer."),
     "elbo.num_particles": lambda value: _is_int(value, 1),
     "elbo.max_plate_nesting": lambda value: value is None or _is_int(value, 0),
     "elbo.vectorize_particles": lambda value: isinstance(value, bool),
@@ -131,6 +131,9 @@ ACCEPTED = {
     "checkpoint.every_n_steps": lambda value: _is_int(value, 1),
     "progress_bar_refresh_rate": lambda value: _is_int(value, 0),
     "ckpt_path": lambda value: value is None,  # no file exists under any generated name
+    "callbacks.summary": lambda value: isinstance(value, dict) and "_target_" in value,
+    "callbacks.pictures": lambda value: value is None or (isinstance(value, dict) and "_target_" in value),
+    "logger.tensorboard": lambda value: value is None or (isinstance(value, dict) and "_target_" in value),
 }
 
 
