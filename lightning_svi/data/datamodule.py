@@ -10,6 +10,7 @@ import torch
 import torch.distributed
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lightning_svi.data.readers import DtypeOption, read_columns
 from lightning_svi.data.table import read_table
 from lightning_svi.models.base import Batch, SVIModel
 
@@ -135,6 +136,33 @@ class TensorDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+
+class FileDataModule(TensorDataModule):
+    """A ``TensorDataModule`` over the columns of a data file (CSV, Parquet, ``.npz``, ``.pt``):
+    ``data=file data.path=points.csv`` on the command line, ``_target_: lightning_svi.data.FileDataModule``
+    in a YAML.
+
+    ``columns`` and ``dtype`` choose and convert the file's columns (see ``read_columns``); batches
+    are dicts of those tensors plus the rows' ``index``. The file is read when the module is built,
+    so that a bad file is reported before training starts. ``plate`` is the name of the model's
+    plate over the rows, where the framework cannot find it by itself (``data.plate``); the module
+    only keeps it.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        columns: Sequence[str] | None = None,
+        dtype: DtypeOption = None,
+        batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        plate: str | None = None,
+    ) -> None:
+        super().__init__(read_columns(path, columns, dtype), batch_size, num_workers, seed)
+        self.path = Path(path)
+        self.plate = plate
 
 
 def load_data(
