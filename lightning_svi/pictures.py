@@ -24,6 +24,7 @@ from lightning_svi.posterior import (
     Batch,
     Sites,
     chunk_size,
+    count_rows,
     draw_in_chunks,
     plate_nesting,
     predictive,
@@ -150,7 +151,7 @@ def marginals_figure(
     follow a subsample of rows)."""
     from matplotlib.figure import Figure
 
-    picture_data, _ = row_subsample(data, max_rows)
+    picture_data, picture_rows = row_subsample(data, max_rows)
     try:
         sites = Sites.of(model, guide, picture_data)
     except Exception:
@@ -199,6 +200,8 @@ def marginals_figure(
             ax.set_yticks([])
     handles, labels = axes[0, 0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="upper center", ncols=len(labels), frameon=False)
+    if picture_data is not data:  # element indices count the rows drawn, not the data's
+        figure.text(0.01, 0.01, f"drawn on {picture_rows} of {count_rows(data)} rows", fontsize=8)
     height = figure.get_figheight()
     figure.subplots_adjust(left=0.02, right=0.98, bottom=0.35 / height, top=1 - 0.55 / height, wspace=0.08, hspace=0.45)
     return figure

@@ -364,15 +364,18 @@ CHECK_STATISTICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def count_rows(data: Batch) -> int:
+    """The rows of ``data``: its ``index``'s length, else its longest column's."""
+    if "index" in data:
+        return len(data["index"])
+    return max((len(value) for value in data.values() if value.dim()), default=0)
+
+
 def row_subsample(data: Batch, max_rows: int) -> tuple[Batch, int]:
     """At most ``max_rows`` rows of ``data``, evenly spread (a minibatch: its ``index`` tells the
     model's plates which rows), and how many rows it has. Tensors without a row per data point
     are kept whole."""
-    num_rows = (
-        len(data["index"])
-        if "index" in data
-        else max((len(value) for value in data.values() if value.dim()), default=0)
-    )
+    num_rows = count_rows(data)
     if num_rows <= max_rows:
         return data, num_rows
     rows = torch.linspace(0, num_rows - 1, max_rows).round().long().unique()

@@ -12,9 +12,9 @@ from pyro.distributions import constraints
 from scipy import stats
 from torch.distributions import transform_to
 
-from lightning_svi.guides import build_guide
 from lightning_svi.models.beta_binomial import BetaBinomial
 from lightning_svi.pictures import latent_samples, marginals_figure
+from tests.conftest import guide_of_kind
 
 NUM_GROUPS = 6
 
@@ -49,7 +49,7 @@ def test_samples_come_from_the_guide_and_from_the_prior_where_the_guide_is_empty
     assert set(samples) == {"rate"}
     assert samples["rate"].shape == (4000, NUM_GROUPS)
     torch.testing.assert_close(samples["rate"].mean(0), posterior.mean, atol=0.01, rtol=0)
-    prior_samples = latent_samples(model, build_guide("empty", model), data, num_samples=4000)["rate"]
+    prior_samples = latent_samples(model, guide_of_kind("empty", model), data, num_samples=4000)["rate"]
     torch.testing.assert_close(prior_samples.mean(0), torch.full((NUM_GROUPS,), 2.0 / 7.0), atol=0.02, rtol=0)
 
 
@@ -72,7 +72,7 @@ def test_each_panel_draws_its_own_elements_exact_posterior_and_q_density(model_a
 
 def test_guides_without_a_density_are_drawn_by_their_samples(model_and_data) -> None:
     model, data = model_and_data
-    guide = build_guide("normal", model)
+    guide = guide_of_kind("normal", model)
     guide(data)  # creates the autoguide's parameters
     figure = marginals_figure(model, guide, data)
     for ax in (ax for ax in figure.axes if ax.get_visible()):
@@ -99,3 +99,69 @@ def test_gmm_picture_colours_points_by_their_component_and_marks_the_locations()
         near = (points - centre).abs() < 1.0
         assert (colours[near] == component).float().mean() > 0.95
     assert [line.get_xdata()[0] for line in axes.lines] == pytest.approx([-5.0, 0.0, 5.0], abs=0.1)
+
+
+def test_pictures_draw_on_a_bounded_row_subsample_with_the_full_datas_exact_posterior() -> None:
+    """1,000 flips: the draws run on at most 200 rows, but the exact posterior of the coin's
+    fairness (a global latent) is given all 1,000."""
+    from lightning_svi.models.coin import Coin
+    from lightning_svi.pictures import PICTURE_ROWS
+
+    pyro.settings.set(module_local_params=True)
+    model = Coin(num_data=1000)
+    data = {"index": torch.arange(1000), **Coin.synthetic_data(seed=0, heads=600, tails=400)}
+    rows_seen = []
+    forward = model.forward
+
+    def recording(batch: dict) -> None:
+        rows_seen.append(len(batch["index"]))
+        forward(batch)
+
+    model.forward = recording
+    figure = marginals_figure(model, model.full_guide(), data)
+    assert rows_seen and max(rows_seen) <= PICTURE_ROWS
+    (ax,) = [ax for ax in figure.axes if ax.get_visible()]
+    assert ax.get_title() == "fairness"
+    x, exact = lines_by_label(ax)["exact posterior"]
+    assert exact == pytest.approx(stats.beta.pdf(x, 10 + 600, 10 + 400), rel=1e-3)
+    assert "drawn on 200 of 1000 rows" in [text.get_text() for text in figure.texts]
+
+
+def test_per_row_sites_of_a_subsample_get_their_own_rows_exact_posterior() -> None:
+    pyro.settings.set(module_local_params=True)
+    model = BetaBinomial(num_data=500, alpha_init=2.0, beta_init=5.0)
+    data = {"index": torch.arange(500), **BetaBinomial.synthetic_data(0, num_groups=500)}
+    figure = marginals_figure(model, exact_guide(model, data), data, num_samples=500)
+    rows = torch.linspace(0, 499, 200).round().long()  # the rows drawn
+    for ax in (ax for ax in figure.axes if ax.get_visible()):
+        element = int(ax.get_title().removeprefix("rate[").removesuffix("]"))
+        group = rows[element]
+        x, exact = lines_by_label(ax)["exact posterior"]
+        successes, trials = data["successes"][group].item(), data["trials"][group].item()
+        assert exact == pytest.approx(stats.beta.pdf(x, 2.0 + successes, 5.0 + trials - successes), rel=1e-3)
+
+
+def test_a_picture_that_fails_to_draw_or_render_turns_pictures_off_and_training_goes_on(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from lightning_svi.callbacks.pictures import PosteriorPictureLogger
+
+    class Unrenderable:
+        def posterior_figure(self, guide: object, data: dict) -> object:
+            return object()  # not a matplotlib figure
+
+    class Failing:
+        def posterior_figure(self, guide: object, data: dict) -> None:
+            raise RuntimeError("cannot draw\nsecond line")
+
+    cases = ((Unrenderable(), "turned off: AttributeError"), (Failing(), "turned off: RuntimeError: cannot draw$"))
+    for model, message in cases:
+        callback = PosteriorPictureLogger({"x": torch.zeros(3)}, every_n_steps=10)
+        logger = TensorBoardLogger(save_dir=tmp_path)
+        trainer = SimpleNamespace(global_step=10, is_global_zero=True, loggers=[logger], logger=logger)
+        pl_module = SimpleNamespace(device=torch.device("cpu"), model=model, guide=None)
+        with pytest.warns(UserWarning, match=message):
+            callback.draw(trainer, pl_module)
+        assert callback.every_n_steps is None

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_svi.callbacks.logging import log_figure, untouched_rng
 from lightning_svi.models.base import Batch
+from lightning_svi.posterior import error_line
 
 PICTURE_TAG = "posterior/picture"
 
@@ -17,7 +19,10 @@ class PosteriorPictureLogger(pl.Callback):
     """``posterior/picture``: the model's ``posterior_figure`` (by default the guide's marginals
     beside the exact posterior) every ``every_n_steps`` steps and at the end; never when None.
 
-    Drawing samples and rendering cost far more than a training step, hence a sparse interval.
+    Drawing samples and rendering cost far more than a training step, hence a sparse interval. The
+    default picture draws on at most ``pictures.PICTURE_ROWS`` rows of the data, in bounded chunks
+    (``pictures.marginals_figure``); the model gets all of ``full_data`` so that a global latent's
+    exact posterior is the full data's.
     """
 
     def __init__(self, full_data: Batch, every_n_steps: int | None) -> None:
@@ -39,15 +44,14 @@ class PosteriorPictureLogger(pl.Callback):
         self._drawn_at = trainer.global_step
         if not trainer.is_global_zero:
             return
-        data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
         try:
-            with untouched_rng(pl_module.device):
+            data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
+            with untouched_rng(pl_module.device), torch.no_grad():
                 figure = pl_module.model.posterior_figure(pl_module.guide, data)
+            if figure is not None:
+                log_figure(trainer, PICTURE_TAG, figure, trainer.global_step)
         except Exception as error:  # a picture must never end a training run
-            # The default picture draws samples vectorized over a plate; a model that cannot be
-            # vectorized gets no picture (it can override posterior_figure) and keeps training.
-            rank_zero_warn(f"posterior pictures turned off: {type(error).__name__}: {str(error).splitlines()[0]}")
+            # Drawing or rendering failed (a model whose default picture cannot run, a figure
+            # matplotlib cannot render): no more pictures, training goes on.
+            rank_zero_warn(f"posterior pictures turned off: {error_line(error)}")
             self.every_n_steps = None
-            return
-        if figure is not None:
-            log_figure(trainer, PICTURE_TAG, figure, trainer.global_step)
