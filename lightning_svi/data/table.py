@@ -13,7 +13,6 @@ error on line 7 says line 7. A line whose cells are all blank is skipped, as is 
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,17 +138,7 @@ def _find_header(text: bytes, where: str) -> tuple[int, list[str] | None, int]:
     """(number of the line after it, stripped cells, offset of that line) of the first row with a
     non-blank cell; ``None`` for the cells where there is none."""
     line_end = [0]
-
-    def lines() -> Iterator[str]:
-        start = 0
-        while start < len(text):
-            end = text.find(b"\n", start)
-            end = len(text) if end < 0 else end
-            line_end[0] = end + 1
-            yield text[start:end].decode("utf-8")
-            start = end + 1
-
-    reader = csv.reader(lines())
+    reader = csv.reader(_lines(text, 0, line_end))
     try:
         for cells in reader:
             if any(cell.strip() for cell in cells):
@@ -157,6 +146,17 @@ def _find_header(text: bytes, where: str) -> tuple[int, list[str] | None, int]:
     except csv.Error as error:
         raise DataError(f"{where}, line {reader.line_num}: {error}.") from None
     return reader.line_num + 1, None, len(text)
+
+
+def _lines(text: bytes, start: int, line_end: list[int]) -> Iterator[str]:
+    """The lines of ``text`` from ``start`` on, without their ``\\n``; ``line_end[0]`` follows the offset
+    after the last one given. The ``csv`` module joins the lines of a quoted cell without a newline."""
+    while start < len(text):
+        end = text.find(b"\n", start)
+        end = len(text) if end < 0 else end
+        line_end[0] = end + 1
+        yield text[start:end].decode("utf-8")
+        start = end + 1
 
 
 @dataclass
@@ -291,7 +291,7 @@ def _split_quoted(
 ) -> Iterator[_Block]:
     """Blocks of a body with quoted cells, split by the ``csv`` module (a quoted cell may hold a comma
     or span lines: its row is counted from its first line)."""
-    reader = csv.reader(io.StringIO(text[start:].decode("utf-8"), newline=""))
+    reader = csv.reader(_lines(text, start, [0]))
     lines_read = 0
     line_numbers: list[int] = []
     cells: dict[str, list[str]] = {name: [] for name in names}
