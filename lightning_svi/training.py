@@ -11,12 +11,13 @@ import pyro
 import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ProgressBar
 from pytorch_lightning.loggers import Logger
 
 from lightning_svi.callbacks import RunSummary
 from lightning_svi.callbacks.group import CallbackGroup
 from lightning_svi.callbacks.hparams import run_hparams
+from lightning_svi.callbacks.logging import EarlyStoppingChecks
 from lightning_svi.callbacks.rank_state import RankStateDump
 from lightning_svi.checkpoint_io import AtomicCheckpointIO
 from lightning_svi.data.datamodule import TensorDataModule, load_data
@@ -150,8 +151,11 @@ def _grouped(callback: pl.Callback) -> bool:
 
 def trainer_callbacks(callbacks: list[pl.Callback]) -> list[pl.Callback]:
     """``callbacks`` as the Trainer gets them: lightning-svi's own ones as one ``CallbackGroup`` (one
-    Lightning hook call per step for all of them) where the first of them stood, the others as they are."""
+    Lightning hook call per step for all of them) where the first of them stood, the others as they are;
+    with an ``EarlyStopping``, the group also runs its checks (``EarlyStoppingChecks``)."""
     own = [callback for callback in callbacks if _grouped(callback)]
+    if any(isinstance(callback, EarlyStopping) for callback in callbacks):
+        own.append(EarlyStoppingChecks())
     result: list[pl.Callback] = []
     for callback in callbacks:
         if not _grouped(callback):

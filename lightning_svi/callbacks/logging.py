@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger
@@ -89,6 +90,28 @@ def _update_monitored(trainer: pl.Trainer, metrics: Metrics) -> None:
         if isinstance(tag, str) and tag in metrics:
             value = metrics[tag]
             trainer.callback_metrics[tag] = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(value)
+
+
+class EarlyStoppingChecks(pl.Callback):
+    """Runs each ``EarlyStopping``'s check at the end of a batch in which its monitored scalar was logged.
+
+    Lightning's ``EarlyStopping`` checks at the end of a training epoch or a validation run; an SVI run
+    is one endless epoch without validation, so it would never check. Every rank logs the same
+    values at the same steps, so under DDP all ranks run the check (a collective) together."""
+
+    def __init__(self) -> None:
+        self._checked: dict[int, torch.Tensor] = {}  # EarlyStopping id -> the value its last check saw
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        for callback in trainer.callbacks:
+            if not isinstance(callback, EarlyStopping):
+                continue
+            value = trainer.callback_metrics.get(callback.monitor)
+            if value is not None and self._checked.get(id(callback)) is not value:
+                self._checked[id(callback)] = value
+                callback._run_early_stopping_check(trainer)
 
 
 def as_floats(values: list[torch.Tensor | float]) -> list[float]:
