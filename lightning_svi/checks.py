@@ -171,15 +171,11 @@ def check_components(cfg: DictConfig) -> None:
     """The estimator, the optimizer, its schedule and its after-step hook: their targets and options
     checked against their signatures, then built once (on a dummy parameter), so that a value they
     refuse is reported now, naming its key. Imports torch and Pyro."""
-    import torch
-
     from lightning_svi.estimators import build_estimator
-    from lightning_svi.optim import build_after_step, build_optimizer, build_scheduler
+    from lightning_svi.optim import build_after_step, try_optimizer_and_schedule
 
     build_estimator(cfg.elbo)
-    dummy = torch.zeros(1, requires_grad=True)
-    optimizer = build_optimizer([dummy], [], cfg.optim)
-    build_scheduler(optimizer, cfg.trainer.max_steps, cfg.optim.get("scheduler"))
+    try_optimizer_and_schedule(cfg.optim, cfg.trainer.max_steps)
     build_after_step(cfg.optim)
 
 

@@ -75,7 +75,12 @@ def check_optimizer(optim_cfg: Any, key: str = "optim") -> type[torch.optim.Opti
 def build_optimizer(theta: list[nn.Parameter], phi: list[nn.Parameter], optim_cfg: Any) -> torch.optim.Optimizer:
     """The optimizer of ``optim_cfg`` over groups named ``theta`` and ``phi`` (empty ones left out), each
     with its own learning rate where ``theta_lr`` / ``phi_lr`` set one."""
-    optimizer = check_optimizer(optim_cfg)
+    return _construct(check_optimizer(optim_cfg), theta, phi, optim_cfg)
+
+
+def _construct(
+    optimizer: type[torch.optim.Optimizer], theta: list[nn.Parameter], phi: list[nn.Parameter], optim_cfg: Any
+) -> torch.optim.Optimizer:
     settings = plain(optim_cfg)
     arguments = options(optim_cfg, FRAMEWORK_KEYS)
     groups = [
@@ -83,11 +88,28 @@ def build_optimizer(theta: list[nn.Parameter], phi: list[nn.Parameter], optim_cf
         {"name": "phi", "params": phi, **_rate(settings.get("phi_lr"))},
     ]
     groups = [group for group in groups if group["params"]]
-    if optimizer in FUSED and not {"fused", "foreach"} & arguments.keys():
+    if issubclass(optimizer, FUSED) and not {"fused", "foreach"} & arguments.keys():
         # One kernel for all parameters: about a third of the single-tensor loop's time for small models.
         arguments["fused"] = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
     with constructing(optim_cfg, "optim", FRAMEWORK_KEYS):
         return optimizer(groups, **arguments)
+
+
+def try_optimizer_and_schedule(optim_cfg: Any, max_steps: int) -> None:
+    """Build the optimizer of ``optim_cfg`` (on a dummy parameter) and its schedule once, so that the
+    values they refuse are reported, naming their key, before training imports Lightning.
+
+    The trial optimizer is a subclass that keeps its parameter groups without torch's
+    ``add_param_group``: the first call of that imports ``torch._dynamo`` (0.7-2 s), which the checks
+    need not pay; the constructor's own value checks run as they are."""
+    optimizer = check_optimizer(optim_cfg)
+    trial = type(f"Trial{optimizer.__name__}", (optimizer,), {"add_param_group": _add_group_unchecked})
+    dummy = nn.Parameter(torch.zeros(1))
+    build_scheduler(_construct(trial, [dummy], [], optim_cfg), max_steps, optim_cfg.get("scheduler"))
+
+
+def _add_group_unchecked(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> None:
+    optimizer.param_groups.append({**optimizer.defaults, **group})
 
 
 def _rate(lr: float | None) -> dict[str, float]:
