@@ -99,7 +99,12 @@ def check_guide(guide: DictConfig, model: ModelSpec | None) -> None:
     ``kind`` full or empty; a target's options are checked when it is built."""
     if guide.get("_target_") is not None or guide.get("method") is not None:
         return
-    require_choice("guide.kind", guide.get("kind"), ("full", "empty"))
+    if guide.get("kind") is None:
+        raise ConfigError(
+            "guide: no guide given; with guide=custom set guide._target_=my_file.guide (a function, class or "
+            "autoguide) or guide.method=NAME (a method of the model's object)."
+        )
+    require_choice("guide.kind", guide.kind, ("full", "empty"))
     if guide.kind == "empty" and model is not None and not model.has_parameters:
         raise nothing_to_train(model.name)
 

@@ -64,8 +64,11 @@ def _load(target: str, key: str) -> Any:
 
 
 def _short_name(target: str, method: str | None) -> str:
-    name = target.rsplit(".", 1)[-1]
-    return f"{name}.{method}" if method else name
+    """``coin.model`` for a function ``my_package.coin.model``; ``VAE.guide`` for a class and its method."""
+    parts = target.split(".")
+    if method:
+        return f"{parts[-1]}.{method}"
+    return ".".join(parts[-2:]) if parts[-1][:1].islower() else parts[-1]
 
 
 def _construct(node: DictConfig, target: Any, key: str, **extra: Any) -> Any:
