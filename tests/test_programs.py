@@ -284,7 +284,7 @@ def test_unimportable_and_unknown_targets_are_one_line_errors() -> None:
     batch = batch_of(x=torch.randn(3, 2))
     with pytest.raises(ConfigError, match=r"model._target_=user_file.nope: cannot be imported"):
         pair({"_target_": "user_file.nope"}, {"kind": "empty"}, batch)
-    with pytest.raises(ConfigError, match=r"guide=full: model regression has no full guide of its own"):
+    with pytest.raises(ConfigError, match=r"guide=full: model user_file.regression has no full guide of its own"):
         pair({"_target_": "user_file.regression"}, {"kind": "full"}, batch)
     with pytest.raises(ConfigError, match=r"guide.method=decode: TinyVAE has no method 'decode'"):
         pair({"_target_": "user_file.TinyVAE", "method": "model"}, {"method": "decode"}, batch)
