@@ -109,11 +109,9 @@ class SVIModule(pl.LightningModule):
         # see the module, checks the model and guide once with Pyro's validation, finds θ and φ.
         datamodule = self.trainer.datamodule
         full_batch = datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
-        if not full_batch:
-            rows = datamodule.table.__getitems__(torch.arange(datamodule.batch_size))
-            minibatch = {name: tensor.to(device) for name, tensor in rows.items()}
-        else:
-            minibatch = None
+        minibatch = (
+            None if full_batch else {name: tensor.to(device) for name, tensor in _first_rows(datamodule).items()}
+        )
         self.sides = warm_up(self.svi, self.estimator, batch, self.validate_first_step, minibatch)
         # Pyro's per-step argument and support checks cost about as much as a small model's step.
         pyro.enable_validation(self.validate_every_step)
@@ -203,6 +201,14 @@ class SVIModule(pl.LightningModule):
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _first_rows(datamodule: pl.LightningDataModule) -> Batch:
+    """A minibatch-sized batch to check the model's scaling on, drawn without touching the loop's data."""
+    table = getattr(datamodule, "table", None)
+    if table is not None:
+        return table.__getitems__(torch.arange(datamodule.batch_size))
+    return next(iter(datamodule.train_dataloader()))
 
 
 def _update(optimizer: torch.optim.Optimizer | LightningOptimizer, scheduler: LRScheduler | None) -> None:
