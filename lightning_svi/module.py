@@ -109,10 +109,12 @@ class SVIModule(pl.LightningModule):
         # see the module, checks the model and guide once with Pyro's validation, finds θ and φ.
         datamodule = self.trainer.datamodule
         full_batch = datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
-        minibatch = (
-            None if full_batch else {name: tensor.to(device) for name, tensor in _first_rows(datamodule).items()}
-        )
-        self.sides = warm_up(self.svi, self.estimator, batch, self.validate_first_step, minibatch)
+        # A step sees a minibatch, or under DDP a shard: the model must scale it up to the full data.
+        rows = min(datamodule.batch_size or datamodule.num_rows, datamodule.num_rows // self.trainer.world_size)
+        step_batch = _first_rows(datamodule, rows) if rows < datamodule.num_rows else None
+        if step_batch is not None:
+            step_batch = {name: tensor.to(device) for name, tensor in step_batch.items()}
+        self.sides = warm_up(self.svi, self.estimator, batch, self.validate_first_step, step_batch)
         # Pyro's per-step argument and support checks cost about as much as a small model's step.
         pyro.enable_validation(self.validate_every_step)
         seed_ranks_apart(self.trainer.global_rank, self.trainer.world_size)
@@ -203,11 +205,11 @@ class SVIModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def _first_rows(datamodule: pl.LightningDataModule) -> Batch:
-    """A minibatch-sized batch to check the model's scaling on, drawn without touching the loop's data."""
+def _first_rows(datamodule: pl.LightningDataModule, rows: int) -> Batch:
+    """``rows`` rows to check the model's scaling on, drawn without touching the loop's data."""
     table = getattr(datamodule, "table", None)
     if table is not None:
-        return table.__getitems__(torch.arange(datamodule.batch_size))
+        return table.__getitems__(torch.arange(rows))
     return next(iter(datamodule.train_dataloader()))
 
 

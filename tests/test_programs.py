@@ -253,7 +253,7 @@ def test_a_plate_of_the_minibatch_size_is_scaled_to_the_full_data() -> None:
 def test_a_minibatch_of_a_model_without_a_data_plate_is_refused() -> None:
     batch = batch_of(flips=FLIPS[:4])
     model, _ = pair({"_target_": "user_file.coin_model"}, {"_target_": "user_file.coin_guide"}, batch, num_rows=10)
-    with pytest.raises(ConfigError, match=r"data.batch_size=4 of 10 rows: observed site\(s\) obs_0, obs_1, obs_2"):
+    with pytest.raises(ConfigError, match=r"batches of 4 of the 10 rows .*: observed site\(s\) obs_0, obs_1, obs_2"):
         check_minibatch_scaling(model, batch, 10)
     regression_model, _ = pair(
         {"_target_": "user_file.regression"}, {"_target_": "user_file.empty"}, batch_of(x=x4(), y=torch.zeros(4)), 10

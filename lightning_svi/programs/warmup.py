@@ -76,8 +76,9 @@ def check_minibatch_scaling(model: torch.nn.Module, batch: Batch, num_rows: int)
     ]
     if unscaled:
         raise ConfigError(
-            f"data.batch_size={rows} of {num_rows} rows: observed site(s) {', '.join(unscaled[:3])} are in no plate "
-            "over the data rows, so the ELBO would be the minibatch's, not an estimate of the full data's. Put "
+            f"batches of {rows} of the {num_rows} rows (data.batch_size, or a DDP rank's shard): observed site(s) "
+            f"{', '.join(unscaled[:3])} are in no plate over the data rows, so the ELBO would be the batch's, "
+            "not an estimate of the full data's. Put "
             "the data in a plate (pyro.plate('data', len(x)) is scaled automatically; set data.plate=NAME when "
             "several plates have the batch's size), or train on full batches (data.batch_size=null)."
         )
