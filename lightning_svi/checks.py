@@ -8,7 +8,7 @@ there) is checked once training has imported it.
 Components named by a ``_target_`` (estimator, optimizer, schedule, after-step hook) are checked
 last, by ``check_components``, against their own signature (``targets.check_target``) and by
 building them once on a dummy parameter, so that their own value checks speak before training;
-that imports torch and Pyro (about two seconds), after every torch-free check has passed.
+that imports torch and Pyro, so ``train.py`` runs it after ``check_config`` and ``read_data_file``.
 Callbacks and loggers import Lightning: their targets are checked when training builds them.
 """
 
@@ -252,8 +252,8 @@ def check_steps_per_batch(steps: Any, batch_size: Any) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for the first value in ``cfg`` that training could not use: the torch-free
-    checks first, then the components (``check_components``, which imports torch)."""
+    """Raise ``ConfigError`` for the first value in ``cfg`` that training could not use, without importing
+    torch; ``check_components`` checks the components next (after the data file is read)."""
     require_int("seed", cfg.seed, 0)
     model = check_model(cfg.model)
     check_guide(cfg.guide, model)
@@ -280,7 +280,6 @@ def check_config(cfg: DictConfig) -> None:
             "into one vector and cannot follow a minibatch; use guide=normal, guide=delta or guide=full, "
             "or data.batch_size=null."
         )
-    check_components(cfg)
 
 
 def read_data_file(cfg: DictConfig) -> dict[str, list[float]] | None:

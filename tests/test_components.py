@@ -28,11 +28,13 @@ def _shipped(group: str) -> list[str]:
 @pytest.mark.parametrize("elbo", _shipped("elbo"))
 @pytest.mark.parametrize("optim", _shipped("optim"))
 def test_every_shipped_estimator_optimizer_and_schedule_passes_the_checks(elbo: str, optim: str) -> None:
-    from lightning_svi.checks import check_config
+    from lightning_svi.checks import check_components, check_config
 
-    check_config(compose_config(f"elbo={elbo}", f"optim={optim}"))
-    for scheduler in _shipped("optim/scheduler"):
-        check_config(compose_config(f"elbo={elbo}", f"optim={optim}", f"optim/scheduler={scheduler}"))
+    for scheduler in [None, *_shipped("optim/scheduler")]:
+        chosen = [] if scheduler is None else [f"optim/scheduler={scheduler}"]
+        cfg = compose_config(f"elbo={elbo}", f"optim={optim}", *chosen)
+        check_config(cfg)
+        check_components(cfg)
 
 
 @pytest.mark.parametrize("logger", _shipped("logger"))

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lightning_svi.checks import check_config
+from lightning_svi.checks import check_components, check_config
 from lightning_svi.data.table import read_table
 from lightning_svi.errors import ConfigError, DataError
 from lightning_svi.models.beta_binomial import BetaBinomial
@@ -160,6 +160,7 @@ def test_malformed_config_value_is_accepted_only_when_valid_or_refused_in_one_pa
     stored = OmegaConf.to_container(stored) if OmegaConf.is_config(stored) else stored
     try:
         check_config(config)
+        check_components(config)
     except ConfigError as error:
         assert_one_paragraph(error, "")
         assert "=" in str(error), str(error)
