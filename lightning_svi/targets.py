@@ -23,7 +23,7 @@ from lightning_svi.errors import ConfigError
 # Hydra's own keys: _target_, _partial_, _convert_, _recursive_, _args_.
 HYDRA_KEY = re.compile(r"_\w+_")
 # How a component's error message may name an option other than by its key.
-_OPTION_WORDS = {"lr": ("learning rate",)}
+_OPTION_WORDS = {"lr": ("learning rate",), "eps": ("epsilon",)}
 
 
 def plain(node: Any) -> Any:

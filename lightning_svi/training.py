@@ -156,12 +156,9 @@ def trainer_callbacks(callbacks: list[pl.Callback]) -> list[pl.Callback]:
     own = [callback for callback in callbacks if _grouped(callback)]
     if any(isinstance(callback, EarlyStopping) for callback in callbacks):
         own.append(EarlyStoppingChecks())
-    result: list[pl.Callback] = []
-    for callback in callbacks:
-        if not _grouped(callback):
-            result.append(callback)
-        elif callback is own[0]:
-            result.append(CallbackGroup(own))
+    result = [callback for callback in callbacks if not _grouped(callback)]
+    first = next((index for index, callback in enumerate(callbacks) if _grouped(callback)), len(callbacks))
+    result.insert(first, CallbackGroup(own))  # the callbacks before the first of ours are none of ours
     return result
 
 
