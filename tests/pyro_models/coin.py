@@ -90,10 +90,16 @@ def log_evidence(flips: torch.Tensor) -> float:
 
 
 def reference_svi(
-    seed: int = 0, steps: int = STEPS, lr: float = LR, *, betas: tuple[float, float] = BETAS, num_particles: int = 1
+    seed: int = 0,
+    steps: int = STEPS,
+    lr: float = LR,
+    *,
+    data_seed: int | None = None,
+    betas: tuple[float, float] = BETAS,
+    num_particles: int = 1,
 ) -> dict[str, Any]:
     """The tutorial's loop: ``SVI(model, guide, Adam, Trace_ELBO())``, ``svi.step(data)`` ``steps`` times."""
-    flips = make_data(seed)["data"]
+    flips = make_data(seed if data_seed is None else data_seed)["data"]
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     optimizer = Adam({"lr": lr, "betas": betas})

@@ -159,6 +159,7 @@ def reference_svi(
     steps: int = 300,
     lr: float = LR,
     *,
+    data_seed: int | None = None,
     z_dim: int = Z_DIM,
     hidden_dim: int = HIDDEN_DIM,
     num_particles: int = 1,
@@ -167,7 +168,7 @@ def reference_svi(
 
     The networks' initial weights come from torch's RNG right after ``pyro.set_rng_seed(seed)``.
     """
-    x = make_data(seed)["x"]
+    x = make_data(seed if data_seed is None else data_seed)["x"]
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     vae = VAE(z_dim=z_dim, hidden_dim=hidden_dim, use_cuda=False)
