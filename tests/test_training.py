@@ -49,11 +49,14 @@ def test_every_estimator_trains(train_in_process, name: str) -> None:
 def test_optimizer_has_theta_and_phi_groups_with_their_own_rates(optim: str) -> None:
     from lightning_svi.data.datamodule import TensorDataModule
     from lightning_svi.models.beta_binomial import BetaBinomial
+    from lightning_svi.programs.warmup import warm_up
     from lightning_svi.training import build_module, reset_global_state
 
     cfg = compose_config(f"optim={optim}", "optim.lr=0.02", "optim.phi_lr=0.3")
     reset_global_state(0)
-    module, _ = build_module(cfg, TensorDataModule(BetaBinomial.synthetic_data(0, num_groups=5)))
+    datamodule = TensorDataModule(BetaBinomial.synthetic_data(0, num_groups=5))
+    module, _ = build_module(cfg, datamodule)
+    module.sides = warm_up(module.svi, module.estimator, datamodule.full_batch(), validate=True)  # what setup does
     module.trainer = type("FakeTrainer", (), {"max_steps": 10})()  # configure_optimizers reads max_steps
     configured = module.configure_optimizers()
     optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
