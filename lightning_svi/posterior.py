@@ -5,7 +5,7 @@ is drawn from the model's prior, as the ELBO does): mean, sd, 5% and 95% quantil
 exact posterior where the model has one in closed form. Sites that ``TraceEnum_ELBO`` sums out get
 their posterior probabilities given the data, averaged over guide draws of the other latents
 (``TraceEnum_ELBO.compute_marginals``). Observed sites get a posterior predictive check on a row
-subsample (``Predictive`` of the model with its observations released, ``poutine.uncondition``).
+subsample (``Predictive`` of the model with its observations released, ``ReleaseObserved``).
 
 Memory is bounded, whatever the model: draws come in chunks of at most ``CHUNK_ELEMENTS`` numbers
 (the sample sites of one draw times the draws of a chunk), and at most ``SITE_ELEMENTS`` elements
@@ -176,14 +176,27 @@ def predictive(
     return predict
 
 
+def quantiles(samples: torch.Tensor, levels: tuple[float, ...] = QUANTILES) -> torch.Tensor:
+    """``torch.quantile`` of ``(draws, elements)`` samples along the draws, shaped ``(levels, elements)``.
+
+    Each element's draws are sorted as one contiguous row (twice as fast as along the draws'
+    strided dimension: 3.6 s instead of 6.7 s for 2,000 × 10,000, one thread), a block of
+    elements at a time, as ``torch.quantile`` refuses inputs of more than 2**24 numbers."""
+    rows = samples.t().contiguous()
+    levels_tensor = torch.tensor(levels, dtype=rows.dtype, device=rows.device)
+    per_block = max(1, 2**24 // max(rows.shape[1], 1))
+    blocks = [torch.quantile(block, levels_tensor, dim=1) for block in rows.split(per_block)]
+    return torch.cat(blocks, dim=1).double() if blocks else samples.new_zeros(len(levels), 0, dtype=torch.double)
+
+
 def describe(samples: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Mean, sd and the ``QUANTILES`` of samples along their first dimension."""
+    """Mean, sd and the ``QUANTILES`` of ``(draws, elements)`` samples along the draws."""
+    bounds = quantiles(samples if samples.is_floating_point() else samples.double())
     samples = samples.double()
-    quantiles = torch.quantile(samples, torch.tensor(QUANTILES, dtype=torch.double, device=samples.device), dim=0)
     return {
         "mean": samples.mean(0),
         "sd": samples.std(0),
-        **{f"q{round(100 * level):02d}": value for level, value in zip(QUANTILES, quantiles, strict=True)},
+        **{f"q{round(100 * level):02d}": value for level, value in zip(QUANTILES, bounds, strict=True)},
     }
 
 
@@ -264,7 +277,11 @@ def describe_exact(
         raise ValueError(f"exact posterior of shape {list(full_shape)} for a site of shape {list(shape)}")
     kept = _kept(shape, site_elements)
     num_samples = max(1000, min(EXACT_SAMPLES, KEPT_ELEMENTS // kept))
-    draws = posterior.sample((num_samples,)).reshape(num_samples, -1)[:, :kept]
+    per_chunk = chunk_size(math.prod(shape))
+    draws = torch.cat([
+        posterior.sample((min(per_chunk, num_samples - start),)).reshape(-1, math.prod(shape))[:, :kept].clone()
+        for start in range(0, num_samples, per_chunk)
+    ])  # fmt: skip
     exact = describe(draws)
     exact["mean"] = posterior.mean.reshape(-1)[:kept].double()
     exact["sd"] = posterior.stddev.reshape(-1)[:kept].double()
@@ -407,7 +424,7 @@ def predictive_checks(
     A guide that cannot follow a subsample of rows (one that draws every row's latents at once)
     is checked on the whole of ``data``."""
     subsample, rows = row_subsample(data, max_rows)
-    candidates = [(subsample, rows)] if subsample is data else [(subsample, rows), (data, None)]
+    candidates = [(subsample, rows)] if subsample is data else [(subsample, rows), (data, count_rows(data))]
     for position, (batch, batch_rows) in enumerate(candidates):
         try:
             return _predictive_checks(model, guide, batch, batch_rows, num_samples, chunk_elements, site_elements)
@@ -421,7 +438,7 @@ def _predictive_checks(
     model: Callable,
     guide: Callable,
     data: Batch,
-    rows: int | None,
+    rows: int,
     num_samples: int,
     chunk_elements: int,
     site_elements: int,
@@ -453,8 +470,8 @@ def _predictive_checks(
                 "replicated_mean": replicated.mean().item(),
                 "p_value": (replicated >= value).double().mean().item(),
             }
-        draws = torch.cat(kept_draws.pop(name)).double()
-        low, high = torch.quantile(draws, torch.tensor(QUANTILES, dtype=torch.double, device=draws.device), dim=0)
+        draws = torch.cat(kept_draws.pop(name))
+        low, high = quantiles(draws if draws.is_floating_point() else draws.double())
         elements = observed.reshape(-1)[: kept[name]].double()
         ppc = {
             "observed_mean": check["mean"]["observed"],

@@ -20,10 +20,13 @@ def type2_maximum_likelihood(model: SVIModel, data: Batch) -> tuple[dict[str, fl
     L-BFGS in float64 on the unconstrained parameters, started from the model's current θ (the
     model itself is left untouched). Raises ``ValueError`` for a model without a closed form.
     """
+    model_name = getattr(model, "name", type(model).__name__)
+    if getattr(model, "log_evidence", None) is None:  # a user's program: no closed form
+        raise ValueError(f"model {model_name!r} has no closed-form log evidence")
     model = copy.deepcopy(model).double()
     data = {name: tensor.double() if tensor.is_floating_point() else tensor for name, tensor in data.items()}
     if model.log_evidence(data) is None:
-        raise ValueError(f"model {model.name!r} has no closed-form log evidence")
+        raise ValueError(f"model {model_name!r} has no closed-form log evidence")
     parameters = list(model.parameters())
     optimizer = torch.optim.LBFGS(parameters, max_iter=500, tolerance_grad=1e-12, line_search_fn="strong_wolfe")
 

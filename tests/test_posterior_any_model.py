@@ -344,3 +344,17 @@ def test_a_kill_during_the_posterior_work_leaves_the_complete_summary(tmp_path: 
     assert math.isfinite(summary["final"]["elbo"]) and summary["theta"]
     # The posterior work comes after the final checkpoint (step 12 is between two periodic ones).
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 12
+
+
+def test_exact_summaries_of_large_sites_are_bounded() -> None:
+    """20,000 exact draws of 10,000 kept elements would pass torch.quantile's 2**24 limit; a site of
+    30,000 elements keeps its first 10,000."""
+    from lightning_svi.posterior import describe_exact
+
+    posterior = dist.Beta(torch.full((100, 100), 2.0), torch.full((100, 100), 3.0))
+    exact = describe_exact(posterior, torch.Size([100, 100]))
+    assert exact["mean"].shape == (100, 100) and torch.isfinite(exact["q95"]).all()
+    wide = dist.Normal(torch.zeros(300, 100), 1.0)
+    exact = describe_exact(wide, torch.Size([300, 100]))
+    assert all(value.shape == (10_000,) for value in exact.values())
+    assert exact["q05"].mean().item() == pytest.approx(-1.645, abs=0.05)
