@@ -35,7 +35,7 @@ from lightning_svi.requirements import (
     require_options,
     require_positive,
 )
-from lightning_svi.targets import require_importable_package, target_path
+from lightning_svi.targets import plain, require_importable_package, target_path
 
 COMPILE_BACKENDS = ("inductor", "fx")
 FULL_BATCH_GUIDES = ("diag_normal", "lowrank")
@@ -165,6 +165,16 @@ def check_component_group(group: str, nodes: Any) -> None:
             _check_target_node(node, f"{group}.{name}")
 
 
+def check_no_trainer_components(trainer: DictConfig) -> None:
+    """Callbacks and loggers have groups of their own; in ``trainer`` they would replace lightning-svi's."""
+    for key, group in (("callbacks", "callbacks"), ("logger", "logger")):
+        if trainer.get(key) is not None:
+            raise ConfigError(
+                f"trainer.{key}={plain(trainer.get(key))!r}: lightning-svi gives the Trainer its {key} from the "
+                f"{group} group: +{group}.NAME={{_target_: ...}} adds one, {group}.NAME=null removes one."
+            )
+
+
 def check_callbacks(callbacks: Any) -> None:
     check_component_group("callbacks", callbacks)
     for name, reason in REQUIRED_CALLBACKS.items():
@@ -260,6 +270,7 @@ def check_config(cfg: DictConfig) -> None:
     check_optim(cfg.optim)
     check_elbo(cfg.elbo)
     check_trainer(cfg.trainer)
+    check_no_trainer_components(cfg.trainer)
     check_callbacks(cfg.get("callbacks"))
     check_component_group("logger", cfg.get("logger"))
     check_data(cfg.data, model)

@@ -32,6 +32,7 @@ EARLY_REFUSALS = [
     (["callbacks.summary=null"], "callbacks.summary=null: lightning-svi's summary callback cannot be removed"),
     (["+callbacks.mine={_target_:no_such_module.Callback}"], "callbacks.mine._target_=no_such_module.Callback: cannot"),
     (["+logger.mine=5"], "logger.mine=5: must be a mapping with a _target_"),
+    (["+trainer.logger=false"], "trainer.logger=False: lightning-svi gives the Trainer its logger from the logger"),
     (["trainer.devices=0"], "trainer.devices=0: must be auto, a number of devices >= 1"),
     (["trainer.accelerator=gpus"], "trainer.accelerator='gpus': unknown; allowed values are auto, cpu"),
     (["trainer=ddp_cpu", "trainer.num_nodes=0"], "trainer.num_nodes=0: must be an integer >= 1."),
