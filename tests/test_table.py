@@ -194,3 +194,24 @@ def test_reads_and_refuses_exactly_like_the_row_by_row_reader(header: str, rows:
             except DataError as error:
                 outcomes.append(str(error))
     assert outcomes[0] == outcomes[1]
+
+
+def test_every_cell_reads_as_float_reads_it_or_is_refused_as_float_refuses_it() -> None:
+    # The three parsers (eight bytes at a time, a byte position at a time, float() itself) against float().
+    rng = np.random.default_rng(0)
+    alphabet = [*"0123456789" * 4, *"/:. -+e\t\x1c_n", "٣"]
+    cells = ["".join(rng.choice(alphabet, size=rng.integers(0, 12))) for _ in range(20_000)]
+    cells += [str(rng.integers(0, 10 ** rng.integers(1, 18))) for _ in range(5_000)]
+    cells += [f"{rng.uniform(-1e6, 1e6):.{rng.integers(0, 13)}f}" for _ in range(5_000)]
+    encoded = [cell.encode() for cell in cells]
+    lengths = np.array([len(cell) for cell in encoded])
+    starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+    values, parsed = table_module._parse_cells(np.frombuffer(b",".join(encoded), np.uint8), starts, starts + lengths)
+    for cell, value, ok in zip(cells, values.tolist(), parsed.tolist(), strict=True):
+        try:
+            expected = float(cell.strip())
+        except ValueError:
+            assert not ok, cell
+            continue
+        assert ok and (value == expected or math.isnan(expected)), cell
+        assert math.copysign(1, value) == math.copysign(1, expected), cell
