@@ -181,11 +181,18 @@ def test_file_data_module_gives_full_batches_and_minibatches_with_their_index(tm
 
 
 def test_data_file_config_builds_the_module(points_csv: Path) -> None:
-    config = compose_config("data=file", f"data.path={points_csv}", "data.columns=[x,y]", "data.batch_size=5")
+    overrides = [
+        f"data.path={points_csv}",
+        "data.columns=[x,lengths]",
+        "data.dtype={lengths:long}",
+        "data.batch_size=5",
+    ]
+    config = compose_config("data=file", *overrides)
     datamodule = instantiate(config.data)
     assert isinstance(datamodule, FileDataModule) and datamodule.seed == config.seed
     assert datamodule.num_rows == NUM_ROWS and datamodule.batch_size == 5
-    assert set(next(iter(datamodule.train_dataloader()))) == {"index", "x", "y"}
+    batch = next(iter(datamodule.train_dataloader()))
+    assert set(batch) == {"index", "x", "lengths"} and batch["lengths"].dtype == torch.long
 
 
 LOAD_AND_MEASURE = """

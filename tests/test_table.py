@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -215,3 +217,10 @@ def test_every_cell_reads_as_float_reads_it_or_is_refused_as_float_refuses_it() 
             continue
         assert ok and (value == expected or math.isnan(expected)), cell
         assert math.copysign(1, value) == math.copysign(1, expected), cell
+
+
+def test_the_table_check_imports_no_torch() -> None:
+    # train.py checks a built-in model's file before torch is imported; lightning_svi.data's exports are lazy.
+    code = "import sys, lightning_svi.data.table, lightning_svi.models.specs; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
