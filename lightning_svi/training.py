@@ -4,6 +4,8 @@ callbacks, logger, trainer, fit."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pyro
 import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pyro.infer.util import is_validation_enabled
 from pytorch_lightning.callbacks import EarlyStopping, ProgressBar
 from pytorch_lightning.loggers import Logger
 
@@ -43,6 +46,18 @@ def reset_global_state(seed: int) -> None:
     pyro.clear_param_store()
     pl.seed_everything(seed, workers=True, verbose=False)
     pyro.set_rng_seed(seed)
+
+
+@contextmanager
+def pyro_settings_restored() -> Iterator[None]:
+    """Pyro's global settings as they were before a run, after it: code that trains in-process
+    (a notebook, a test, a launcher's next job) gets back the mode it had."""
+    local_params, validation = pyro.settings.get("module_local_params"), is_validation_enabled()
+    try:
+        yield
+    finally:
+        pyro.settings.set(module_local_params=local_params)
+        pyro.enable_validation(validation)
 
 
 def builtin_model_class(cfg: DictConfig) -> type[SVIModel] | None:
@@ -181,7 +196,11 @@ def train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None =
     (``train.py`` does so before importing torch). Returns the summary (``summary["final"]["elbo"]``
     is what a sweeper maximises).
     """
-    run_dir = Path(run_dir)
+    with pyro_settings_restored():
+        return _train(cfg, Path(run_dir), table)
+
+
+def _train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None) -> dict[str, Any]:
     reset_global_state(cfg.seed)
     datamodule = build_datamodule(cfg, table)
     module, model_name = build_module(cfg, datamodule)

@@ -13,11 +13,16 @@
 any other class or function as for the model, or ``method: guide``, a method of the model's object.
 ``kind`` also names the guide in ``summary.json`` and TensorBoard.
 
-Framework keys (``data_args``, ``data_kwargs``, ``method``, ``kind``) are read here and never passed on.
+An autoguide's ``block`` (``{expose: [weights, locs]}``) wraps the model it sees in
+``poutine.block(model, **block)``, as the GMM tutorial's guide does.
+
+Framework keys (``data_args``, ``data_kwargs``, ``method``, ``kind``, ``block``) are read here and
+never passed on.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +40,7 @@ from lightning_svi.models.base import SVIModel
 from lightning_svi.programs.inputs import resolve_inputs
 from lightning_svi.programs.program import PyroProgram
 
-FRAMEWORK_KEYS = ("data_args", "data_kwargs", "method", "kind")
+FRAMEWORK_KEYS = ("data_args", "data_kwargs", "method", "kind", "block")
 
 
 @dataclass
@@ -72,12 +77,19 @@ def _short_name(target: str, method: str | None) -> str:
 
 
 def _construct(node: DictConfig, target: Any, key: str, **extra: Any) -> Any:
-    """A class constructed from ``node``; a function bound to the node's keys (not called)."""
+    """A class constructed from ``node``; a function bound to the node's other keys (not called).
+
+    The binding is ``functools.partial``, not Hydra's ``_partial_`` object, which costs ~0.6 ms a call."""
     options = _options(node)
     if not inspect.isclass(target):
         if not callable(target):
             raise ConfigError(f"{key}._target_={node._target_}: is not a function or a class.")
-        return instantiate(options, _partial_=True)
+        bound = {
+            name: instantiate(value) if OmegaConf.is_config(value) else value
+            for name, value in options.items()
+            if name not in ("_target_", "_partial_")
+        }
+        return functools.partial(target, **bound) if bound else target
     try:
         return instantiate(options, **extra)
     except Exception as error:
@@ -140,8 +152,11 @@ def _autoguide(guide_class: type, node: DictConfig, model: nn.Module) -> nn.Modu
     if "init_scale" in node:  # Pyro refuses an int, as in guide.init_scale=1
         options["init_scale"] = float(node.init_scale)
     partial = instantiate(_options(node), _partial_=True)
+    seen = poutine.block(model, hide_fn=is_enumerated)
+    if node.get("block") is not None:
+        seen = poutine.block(seen, **OmegaConf.to_container(node.block))
     try:
-        return partial(poutine.block(model, hide_fn=is_enumerated), **options)
+        return partial(seen, **options)
     except Exception as error:
         reason = str(error.__cause__ or error).splitlines()[0]
         raise ConfigError(f"guide: {node._target_}(model, ...) failed: {reason}") from None

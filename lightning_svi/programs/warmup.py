@@ -50,7 +50,9 @@ def first_loss(svi: torch.nn.Module, estimator: ELBO, batch: Batch, validate: bo
                 f"{estimator.num_particles} particles at once, along an extra batch dimension): "
                 f"{_first_line(error)}. Set elbo.vectorize_particles=false."
             ) from error
-        hint = " Pyro's checks failed on the data: validate_first_step=false turns them off." if validate else ""
+        message = str(error)
+        refused = validate and "Expected" in message and ("support" in message or "constraint" in message)
+        hint = " Pyro's checks of the data failed; validate_first_step=false turns them off." if refused else ""
         raise ConfigError(f"the first SVI step failed: {_first_line(error)}.{hint}") from error
 
 
