@@ -358,3 +358,14 @@ def test_exact_summaries_of_large_sites_are_bounded() -> None:
     exact = describe_exact(wide, torch.Size([300, 100]))
     assert all(value.shape == (10_000,) for value in exact.values())
     assert exact["q05"].mean().item() == pytest.approx(-1.645, abs=0.05)
+
+
+def test_draws_too_many_for_all_rows_run_on_the_first_rows_and_say_so() -> None:
+    pixels = torch.bernoulli(torch.full((300, 64), 0.3), generator=torch.Generator().manual_seed(0))
+    vae = TutorialVAE(300)
+    # One draw over all rows holds 300 × (2 + 2 + 64) numbers: 100 draws of 60 rows fit 408,000.
+    summary = posterior_summary(vae.model, vae.guide, rows(300, pixels=pixels), num_samples=100, drawn_elements=408_000)
+    latent = to_json_tree(summary["latent"])
+    assert torch.tensor(latent["mean"]).shape == (120,)
+    assert latent["note"].startswith("drawn on the first 60 of 300 rows (a minibatch, to bound the work): ")
+    assert summary["obs"]["ppc"]["rows"] == 60
