@@ -123,32 +123,34 @@ def _is_mapping(node: Any) -> bool:
     return isinstance(node, Mapping)
 
 
-def _check_target_node(node: Any, key: str) -> None:
-    """Torch-free: a mapping with a ``_target_`` whose top-level package exists."""
-    require_importable_package(target_path(node, key), key)
+def _check_target_node(node: Any, key: str, **how: Any) -> None:
+    """Torch-free: a mapping with a ``_target_`` whose top-level package exists (``how``: see ``target_path``)."""
+    require_importable_package(target_path(node, key, **how), key)
 
 
 def check_elbo(elbo: DictConfig) -> None:
-    _check_target_node(elbo, "elbo")
+    _check_target_node(elbo, "elbo", example="pyro.infer.Trace_ELBO")
     for name, requirement in ELBO_ARGUMENTS.items():
         if name in elbo:
             requirement(f"elbo.{name}", elbo.get(name))
 
 
 def check_optim(optim: DictConfig) -> None:
-    _check_target_node(optim, "optim")
+    _check_target_node(optim, "optim", example="torch.optim.Adam, _partial_: true")
     if "lr" in optim:
         require_positive("optim.lr", optim.lr)
     require_positive("optim.theta_lr", optim.get("theta_lr"), optional=True)
     require_positive("optim.phi_lr", optim.get("phi_lr"), optional=True)
     scheduler = optim.get("scheduler")
     if scheduler is not None:
-        _check_target_node(scheduler, "optim.scheduler")
+        _check_target_node(
+            scheduler, "optim.scheduler", optional=True, example="torch.optim.lr_scheduler.StepLR, step_size: 100"
+        )
     after_step = optim.get("after_step")
     if isinstance(after_step, str):
         require_importable_package(after_step, "optim.after_step", "optim.after_step")
     elif after_step is not None:
-        _check_target_node(after_step, "optim.after_step")
+        _check_target_node(after_step, "optim.after_step", optional=True, example="my_module.clip, _partial_: true")
 
 
 def check_component_group(group: str, nodes: Any) -> None:
@@ -162,7 +164,7 @@ def check_component_group(group: str, nodes: Any) -> None:
         )
     for name, node in nodes.items():
         if node is not None:
-            _check_target_node(node, f"{group}.{name}")
+            _check_target_node(node, f"{group}.{name}", optional=True)
 
 
 def check_no_trainer_components(trainer: DictConfig) -> None:

@@ -38,12 +38,11 @@ def options(node: Any, framework_keys: Collection[str] = ()) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key not in framework_keys and not HYDRA_KEY.fullmatch(key)}
 
 
-def target_path(node: Any, key: str) -> str:
-    """The node's ``_target_``, or a ``ConfigError`` saying how to set one."""
+def target_path(node: Any, key: str, *, optional: bool = False, example: str = "my_module.MyClass") -> str:
+    """The node's ``_target_``, or a ``ConfigError`` saying how to set one (``optional``: null is allowed)."""
     if not isinstance(node, Mapping) and not OmegaConf.is_dict(node):
-        raise ConfigError(
-            f"{key}={plain(node)!r}: must be a mapping with a _target_, e.g. {{_target_: torch.optim.Adam}}."
-        )
+        kind = "null or a mapping" if optional else "a mapping"
+        raise ConfigError(f"{key}={plain(node)!r}: must be {kind} with a _target_, e.g. {{_target_: {example}}}.")
     if OmegaConf.is_config(node) and OmegaConf.is_missing(node, "_target_"):
         raise ConfigError(f"{key}._target_ is not set: give the dotted path of a class or function.")
     target = node.get("_target_")
