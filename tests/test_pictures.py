@@ -165,3 +165,19 @@ def test_a_picture_that_fails_to_draw_or_render_turns_pictures_off_and_training_
         with pytest.warns(UserWarning, match=message):
             callback.draw(trainer, pl_module)
         assert callback.every_n_steps is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_summary_and_picture_on_a_cuda_device() -> None:
+    from lightning_svi.posterior import posterior_summary
+
+    pyro.settings.set(module_local_params=True)
+    device = torch.device("cuda")
+    model = BetaBinomial(num_data=300, alpha_init=2.0, beta_init=5.0).to(device)
+    data = {"index": torch.arange(300), **BetaBinomial.synthetic_data(0, num_groups=300)}
+    data = {name: value.to(device) for name, value in data.items()}
+    guide = exact_guide(model, data).to(device)
+    summary = posterior_summary(model, guide, data, num_samples=200)
+    assert summary["rate"]["mean"].shape == (300,) and summary["successes"]["ppc"]["rows"] == 300
+    figure = marginals_figure(model, guide, data, num_samples=200)
+    assert any(lines_by_label(ax) for ax in figure.axes if ax.get_visible())
