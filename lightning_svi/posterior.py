@@ -407,7 +407,8 @@ def enumerated_summaries(
 
 CHECK_STATISTICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "mean": lambda values: values.flatten(1).double().mean(-1),
-    "sd": lambda values: values.flatten(1).double().std(-1),
+    # (a one-element site: its sd about its own mean, 0, rather than NaN)
+    "sd": lambda values: values.flatten(1).double().std(-1, correction=int(values[0].numel() > 1)),
 }
 
 
@@ -516,7 +517,7 @@ def _predictive_checks(
     for name, observed in sites.observed.items():
         check = {}
         for key, statistic in CHECK_STATISTICS.items():
-            value = statistic(observed.unsqueeze(0))[0]
+            value = statistic(observed.reshape(1, -1))[0]
             replicated = torch.cat(replicas[name][key])
             check[key] = {
                 "observed": value.item(),

@@ -205,6 +205,28 @@ def test_a_tutorial_vae_with_pyro_module_networks() -> None:
     assert_checked(summary["obs"], 64)
 
 
+class FlipLoop(PyroModule):
+    """The SVI Part I coin: one scalar observed site per flip, in a Python loop."""
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> None:
+        fairness = pyro.sample("fairness", dist.Beta(10.0, 10.0))
+        for i in range(len(batch["flip"])):
+            pyro.sample(f"obs_{i}", dist.Bernoulli(fairness), obs=batch["flip"][i])
+
+
+def test_scalar_observed_sites_get_their_checks() -> None:
+    from lightning_svi.guides import EmptyGuide
+
+    data = rows(4, flip=torch.tensor([1.0, 1.0, 0.0, 1.0]))
+    summary = to_json_tree(posterior_summary(FlipLoop(), EmptyGuide(), data, num_samples=400))
+    assert_summarised(summary["fairness"], ())
+    for i, flip in enumerate([1.0, 1.0, 0.0, 1.0]):
+        check = summary[f"obs_{i}"]["check"]
+        assert check["mean"]["observed"] == flip and check["sd"]["observed"] == 0.0
+        assert check["mean"]["replicated_mean"] == pytest.approx(0.5, abs=0.1)  # the prior's Beta(10, 10)
+        assert summary[f"obs_{i}"]["ppc"]["coverage_90"] == 1.0
+
+
 def test_large_sites_summarise_a_bounded_number_of_elements_and_say_so() -> None:
     pixels = torch.bernoulli(torch.full((300, 64), 0.3), generator=torch.Generator().manual_seed(0))
     vae = TutorialVAE(300)
