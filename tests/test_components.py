@@ -271,3 +271,12 @@ def test_the_after_step_hook_is_called_once_per_step(train_in_process) -> None:
     summary = train_in_process(*SHORT, "optim.after_step=tests.after_step_hooks.record_call")
     assert summary["steps"] == 20
     assert len(after_step_hooks.CALLS) == 20
+
+
+def test_lightnings_own_tensorboard_logger_gets_the_scalars_and_histograms(train_in_process, tmp_path: Path) -> None:
+    from tests.conftest import read_histogram_tags, read_scalars
+
+    plain = "logger.tensorboard._target_=pytorch_lightning.loggers.TensorBoardLogger"
+    train_in_process(*SHORT, plain)
+    assert {"train/elbo", "theta/alpha", "phi/qa/median"} <= set(read_scalars(tmp_path / "run"))
+    assert read_histogram_tags(tmp_path / "run") == {"phi/qa", "phi/qb"}

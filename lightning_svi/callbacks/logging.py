@@ -156,13 +156,15 @@ def tensor_scalars(tag: str, value: torch.Tensor, max_elements: int = MAX_ELEMEN
 def log_tensor(
     trainer: pl.Trainer, tag: str, value: torch.Tensor, step: int, max_elements: int = MAX_ELEMENT_SCALARS
 ) -> Metrics:
-    """A histogram of a tensor-valued quantity too large for a scalar per element (TensorBoard only);
+    """A histogram of a tensor-valued quantity too large for a scalar per element (TensorBoard loggers only);
     returns the scalars to log for it (``tensor_scalars``). Small tensors get no histogram: their
     elements' charts say all it would, and a histogram costs more than a small model's step."""
     if value.numel() > max_elements and trainer.is_global_zero:
         for logger in trainer.loggers:
             if isinstance(logger, BufferedTensorBoardLogger):
                 logger.add_histogram(tag, value, step)
+            elif isinstance(logger, TensorBoardLogger):  # Lightning's own, named by a user's logger config
+                logger.experiment.add_histogram(tag, value.detach().float().cpu(), step)
     return tensor_scalars(tag, value, max_elements)
 
 
