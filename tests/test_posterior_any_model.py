@@ -346,18 +346,28 @@ from tests.conftest import compose_config
 from lightning_svi.training import train
 
 def killed(*args, **kwargs):
-    os._exit(17)  # as an OOM kill would: no exception, no hook, no flush
+    {stop}
 
 summary_module.posterior_summary = killed
 train(compose_config("trainer.max_steps=12", "checkpoint.every_n_steps=5"), Path({run_dir!r}))
 """
 
 
-def test_a_kill_during_the_posterior_work_leaves_the_complete_summary(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "returncode"),
+    [
+        ("os._exit(17)", 17),  # as an OOM kill would: no exception, no hook, no flush
+        ("raise KeyboardInterrupt", 1),  # Ctrl-C: Lightning's on_exception hooks, then exit status 1
+    ],
+    ids=["killed", "interrupted"],
+)
+def test_a_kill_during_the_posterior_work_leaves_the_complete_summary(
+    tmp_path: Path, stop: str, returncode: int
+) -> None:
     run_dir = tmp_path / "run"
-    script = KILLED_SCRIPT.format(repo=str(REPO), run_dir=str(run_dir))
+    script = KILLED_SCRIPT.format(repo=str(REPO), run_dir=str(run_dir), stop=stop)
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 17, result.stderr[-2000:]
+    assert result.returncode == returncode, result.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 12
     first_summary = {"model", "guide", "elbo", "seed", "steps", "world_size", "status", "final", "theta", "phi"}

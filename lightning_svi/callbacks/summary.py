@@ -69,7 +69,8 @@ class RunSummary(StepLogger):
 
     ``final`` averages loss, ELBO, log p and log q over that window; ``gap`` is the closed-form
     log evidence under the final θ minus that average ELBO. Every rank keeps the same summary in
-    ``summary`` (the logged values are averaged over ranks), so every rank can return it.
+    ``summary`` (the logged values are averaged over ranks), so every rank can return it; the
+    posterior section, drawn after training, is rank 0's alone.
     """
 
     def __init__(self, path: Path, names: dict[str, Any], full_data: Batch, window: int = 10) -> None:
@@ -86,6 +87,7 @@ class RunSummary(StepLogger):
         self.steps_timed = 0  # optimizer steps, not batches: compiled mode runs several per batch
         self.summary: dict[str, Any] | None = None  # what was last written, for other callbacks to read
         self.posterior_pending = False  # the run ended well: its posterior section comes after the summary
+        self.drawing_posterior = False
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -117,15 +119,18 @@ class RunSummary(StepLogger):
         wrote and rewrites the file."""
         if not self.posterior_pending or self.summary is None or not trainer.is_global_zero:
             return
-        self.posterior_pending = False
+        self.posterior_pending, self.drawing_posterior = False, True
         summary = dict(self.summary)
         summary["posterior"] = self.posterior(pl_module)
         self.summary = summary
         write_json_atomically(self.path, summary)
+        self.drawing_posterior = False
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, UserInputError):
             return  # refused before training (e.g. a mismatched checkpoint): keep any earlier summary.json
+        if self.drawing_posterior:
+            return  # training ended well (Ctrl-C while drawing the posterior): keep its complete summary
         if isinstance(exception, SIGTERMException):
             self.write(trainer, pl_module, "preempted")
             return
