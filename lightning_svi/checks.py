@@ -185,12 +185,14 @@ def check_callbacks(callbacks: Any) -> None:
 
 
 def check_components(cfg: DictConfig) -> None:
-    """The estimator, the optimizer, its schedule and its after-step hook: their targets and options
+    """The model, guide, estimator, optimizer, its schedule and its after-step hook: their targets and options
     checked against their signatures, then built once (on a dummy parameter), so that a value they
     refuse is reported now, naming its key. Imports torch and Pyro."""
     from lightning_svi.estimators import build_estimator
     from lightning_svi.optim import build_after_step, try_optimizer_and_schedule
+    from lightning_svi.programs.build import check_programs
 
+    check_programs(cfg)
     build_estimator(cfg.elbo)
     try_optimizer_and_schedule(cfg.optim, cfg.trainer.max_steps)
     build_after_step(cfg.optim)
@@ -222,13 +224,24 @@ def check_trainer(trainer: DictConfig) -> None:
     require_int("trainer.num_nodes", trainer.get("num_nodes", 1), 1)
 
 
-def check_data(data: DictConfig, model: ModelSpec | None) -> None:
+def check_data(data: DictConfig, model: ModelSpec | None, model_target: str) -> None:
+    if OmegaConf.is_missing(data, "path"):
+        raise ConfigError(
+            "data.path is not set: data=file reads a data file, data.path=FILE (CSV, Parquet, .npz or .pt)."
+        )
+    if data.get("_target_") is not None and data.get("path") is not None:
+        require_file(Path(data.path), "columns (CSV, Parquet) or named arrays (.npz, .pt)")
+    if data.get("_target_") is None and model is None and data.get("path") is None:
+        raise ConfigError(
+            f"model._target_={model_target} brings no data set: give one with data=file data.path=FILE "
+            "(CSV, Parquet, .npz or .pt; its columns become the model's arguments) or data._target_=YOUR.DataModule."
+        )
     require_int("data.batch_size", data.get("batch_size"), 1, optional=True)
     require_int("data.seed", data.get("seed", 0), 0)
     require_int("data.num_workers", data.get("num_workers", 0), 0)
     path = data.get("path")
     if path is not None and not isinstance(path, str):
-        raise ConfigError(f"data.path={path!r}: must be a path to a CSV file, or null for the synthetic data.")
+        raise ConfigError(f"data.path={path!r}: must be a path to a data file, or null for a model's own data.")
     synthetic = data.get("synthetic")
     if synthetic is not None and not isinstance(synthetic, Mapping):
         raise ConfigError(
@@ -275,7 +288,7 @@ def check_config(cfg: DictConfig) -> None:
     check_no_trainer_components(cfg.trainer)
     check_callbacks(cfg.get("callbacks"))
     check_component_group("logger", cfg.get("logger"))
-    check_data(cfg.data, model)
+    check_data(cfg.data, model, cfg.model._target_)
     require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
     require_bool("compile.enabled", cfg.compile.enabled)
     require_choice("compile.backend", cfg.compile.backend, COMPILE_BACKENDS)
@@ -302,8 +315,8 @@ def read_data_file(cfg: DictConfig) -> dict[str, list[float]] | None:
     table spec lives in its class, which imports torch, so ``load_data`` checks the file's content then.
     """
     path = cfg.data.get("path")
-    if path is None:
-        return None
+    if path is None or cfg.data.get("_target_") is not None:
+        return None  # no file, or one that the data module's own reader checks
     target = cfg.model._target_
     spec = BUILTIN_MODELS.get(target)
     if spec is None:

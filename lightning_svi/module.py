@@ -22,6 +22,7 @@ from lightning_svi.estimators import LogProbs
 from lightning_svi.models.base import Batch
 from lightning_svi.observed_steps import count_step, resolve_steps_per_batch, steps_this_batch
 from lightning_svi.optim import build_optimizer, build_scheduler
+from lightning_svi.programs.program import parameters_in_scope
 from lightning_svi.programs.sides import ParameterSides
 from lightning_svi.programs.warmup import warm_up
 
@@ -57,6 +58,7 @@ class SVIModule(pl.LightningModule):
         validate_every_step: bool = False,
         validate_first_step: bool = True,
         compile_backend: str | None = None,
+        after_step: Callable[[], None] | None = None,
         steps_per_batch: int | None = None,
         observed_every: tuple[int, ...] = (),
     ) -> None:
@@ -69,6 +71,7 @@ class SVIModule(pl.LightningModule):
         self.validate_every_step = validate_every_step
         self.validate_first_step = validate_first_step
         self.compile_backend = compile_backend
+        self.after_step = after_step  # optim.after_step: user code run after every optimizer step
         self.compiled_step: CompiledSVIStep | None = None
         self.steps_per_batch_option = steps_per_batch
         self.steps_per_batch = 1  # decided in setup, once the number of processes is known
@@ -153,6 +156,7 @@ class SVIModule(pl.LightningModule):
             if in_graph and not (logged or last):
                 self.compiled_step.advance(batch)
                 _step_schedule(scheduler)
+                self._run_after_step()
                 count_step(trainer)
                 continue
             loss, traces = self._loss_and_gradients(batch, through_lightning=last)
@@ -164,12 +168,21 @@ class SVIModule(pl.LightningModule):
                     self.last_loss, self.last_traces = mean_over_ranks(trainer.strategy, self.last_loss, traces)
                 metrics = self.log_before_update(trainer, self, optimizer.optimizer, step)
             _update(optimizer if last else optimizer.optimizer, scheduler)
+            self._run_after_step()
             if not last:
                 count_step(trainer)
             if logged:
                 metrics.update(self.log_after_update(trainer, self, step))
                 log_scalars(trainer, metrics, step)  # one copy to the host for the step's scalars
         return loss
+
+    def _run_after_step(self) -> None:
+        """``optim.after_step``, with its ``pyro.param(name)`` reads answered by the programs' parameters
+        (Pyro's ``sparse_gamma_def`` example clamps ``pyro.param("alpha").data`` after each step)."""
+        if self.after_step is None:
+            return
+        with parameters_in_scope(self.model, self.guide):
+            self.after_step()
 
     def _loss_and_gradients(self, batch: Batch, through_lightning: bool) -> tuple[torch.Tensor, LogProbs]:
         """Loss and gradients of one step. Lightning's backward (its hooks and precision plugin,

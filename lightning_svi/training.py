@@ -11,6 +11,7 @@ from typing import Any
 
 import pyro
 import pytorch_lightning as pl
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pyro.infer.util import is_validation_enabled
@@ -24,10 +25,11 @@ from lightning_svi.callbacks.logging import EarlyStoppingChecks
 from lightning_svi.callbacks.rank_state import RankStateDump
 from lightning_svi.checkpoint_io import AtomicCheckpointIO
 from lightning_svi.data.datamodule import TensorDataModule, load_data
-from lightning_svi.errors import ConfigError
+from lightning_svi.errors import ConfigError, UserInputError
 from lightning_svi.estimators import build_estimator
 from lightning_svi.models.base import SVIModel
 from lightning_svi.module import SVIModule
+from lightning_svi.optim import build_after_step
 from lightning_svi.positive_transform import positive_as_exp
 from lightning_svi.programs.build import build_guide, build_model, guide_name, pair_programs
 from lightning_svi.resume import checkpoint_to_resume
@@ -73,7 +75,14 @@ def build_datamodule(cfg: DictConfig, table: dict[str, list[float]] | None = Non
     """``data._target_`` (a reader of data files, or the user's own DataModule); else a built-in
     model's embedded data set or its CSV file (``data.path``)."""
     if cfg.data.get("_target_"):
-        return instantiate(cfg.data)
+        try:
+            return instantiate(cfg.data)
+        except InstantiationException as error:
+            # The data module's own refusal of its file (a DataError) reaches the user as it is.
+            if isinstance(error.__cause__, UserInputError):
+                raise error.__cause__ from None
+            reason = str(error.__cause__ or error).strip().splitlines()[0]
+            raise ConfigError(f"data: {cfg.data._target_}(...) failed: {reason}") from None
     model_class = builtin_model_class(cfg)
     if model_class is None:
         raise ConfigError(
@@ -106,6 +115,7 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> tuple[SVIModu
         validate_every_step=cfg.validate_every_step,
         validate_first_step=cfg.get("validate_first_step", True),
         compile_backend=cfg.compile.backend if cfg.compile.enabled else None,
+        after_step=build_after_step(cfg.optim),
         steps_per_batch=cfg.get("steps_per_batch"),
         observed_every=tuple(n for n in (cfg.checkpoint.every_n_steps, cfg.tensorboard.image_every_n_steps) if n),
     )

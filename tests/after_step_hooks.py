@@ -14,3 +14,10 @@ def record_call(scale: float = 1.0) -> None:
 
 def make_hook(scale: float) -> Callable[[], None]:
     return lambda: record_call(scale)
+
+
+def clip_params() -> None:
+    """As ``sparse_gamma_def`` writes it: the parameter read from Pyro's store by name, clamped in place."""
+    import pyro
+
+    pyro.param("weight").data.clamp_(max=0.25)

@@ -48,7 +48,6 @@ BAD_CONFIGS = [
     (["optim.theta_lr=-1"], "optim.theta_lr=-1: must be a number > 0 or null"),
     (["elbo.num_particles=0"], "elbo.num_particles=0: must be an integer >= 1"),
     (["elbo._target_=magic.Magic_ELBO"], "elbo._target_=magic.Magic_ELBO: cannot be imported (No module named"),
-    (["guide.kind=wishful"], "guide.kind='wishful': unknown; allowed values are full, empty, delta"),
     (["trainer.max_steps=0"], "trainer.max_steps=0: must be an integer >= 1"),
 ]
 

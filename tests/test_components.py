@@ -263,7 +263,6 @@ def test_loggers_by_name_or_several_at_once(tmp_path: Path) -> None:
     assert build_loggers(compose_config("~logger"), tmp_path) == []
 
 
-@pytest.mark.xfail(reason="until SVIModule calls optim.build_after_step's hook in its step loop", strict=False)
 def test_the_after_step_hook_is_called_once_per_step(train_in_process) -> None:
     from tests import after_step_hooks
 

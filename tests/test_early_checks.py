@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import imported_modules, run_train_py
+from tests.conftest import REPO, imported_modules, run_train_py
 
 # One case per check; the message is what the user reads after "lightning-svi: error: ".
 EARLY_REFUSALS = [
@@ -23,8 +23,10 @@ EARLY_REFUSALS = [
         "cannot be imported (No module named 'no_such_package')",
     ),
     (["model=coin", "guide=empty"], "guide=empty with model=coin: nothing to train"),
-    (["guide=normal", "guide.kind=delta"], "guide.init_scale=0.1: not an option of guide=delta; it takes none."),
-    (["guide=lowrank", "guide.rank=0"], "guide.rank=0: must be an integer >= 1 or null."),
+    (["guide=custom"], "guide: no guide given; with guide=custom set guide._target_=my_file.guide"),
+    (["guide.kind=wishful"], "guide.kind='wishful': unknown; allowed values are full, empty"),
+    (["data=file"], "data.path is not set: data=file reads a data file"),
+    (["model=custom", "model._target_=textwrap.indent"], "model._target_=textwrap.indent brings no data set"),
     (["optim._target_=torhc.optim.Adam"], "optim._target_=torhc.optim.Adam: cannot be imported (No module named"),
     (["optim.scheduler=5"], "optim.scheduler=5: must be null or a mapping with a _target_"),
     (["optim.after_step=no_such_module.clip"], "optim.after_step=no_such_module.clip: cannot be imported (No module"),
@@ -46,6 +48,22 @@ EARLY_REFUSALS = [
 # Components named by a _target_, checked against their signature and built once: torch and Pyro are
 # imported for them (after every torch-free check), Lightning is not.
 COMPONENT_REFUSALS = [
+    (
+        ["guide=normal", "+guide.init_scael=0.1"],
+        "guide.init_scael=0.1: pyro.infer.autoguide.AutoNormal takes no argument",
+    ),
+    (["guide=custom", "guide._target_=no_such_file.guide"], "guide._target_=no_such_file.guide: cannot be imported"),
+    (["guide=custom", "guide.method=guide"], "guide.method=guide: BetaBinomial has no method 'guide'"),
+    (
+        [
+            "model=custom",
+            "model._target_=textwrap.indent",
+            "+model.colour=red",
+            "data=file",
+            f"data.path={REPO / 'train.py'}",
+        ],
+        "model.colour='red': textwrap.indent takes no argument",
+    ),
     (["optim._target_=torch.optim.Adamm"], "optim._target_=torch.optim.Adamm: cannot be imported (torch.optim has no"),
     (["+optim.foo=1"], "optim.foo=1: torch.optim.Adam takes no argument 'foo'; it takes lr, betas, eps,"),
     (["optim=sgd", "optim.momentum=-0.5"], "optim.momentum=-0.5: refused by torch.optim.SGD (ValueError: Invalid"),

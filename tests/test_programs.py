@@ -3,6 +3,7 @@ minibatch scaling, θ/φ by use, and the errors a user sees."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 import types
 
@@ -87,6 +88,7 @@ class RegressionModule(PyroModule):
 def user_module(monkeypatch: pytest.MonkeyPatch):
     """The functions above, importable by dotted path as a user's file would be."""
     module = types.ModuleType("user_file")
+    module.__spec__ = importlib.machinery.ModuleSpec("user_file", None)
     for name, value in list(globals().items()):
         if callable(value) and getattr(value, "__module__", None) == __name__:
             setattr(module, name, value)
@@ -276,8 +278,15 @@ def test_vectorized_particles_that_the_model_cannot_take_name_the_setting() -> N
         {"_target_": "user_file.model"}, {"_target_": "pyro.infer.autoguide.AutoNormal", "_partial_": True}, batch
     )
     estimator = Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1)
-    with pytest.raises(ConfigError, match=r"cannot run with vectorized particles .* elbo.vectorize_particles=false"):
+    with pytest.raises(ConfigError, match=r"vectorize_particles=true: the model fails .* set elbo.vectorize_particles"):
         first_loss(estimator(built_model, guide), estimator, batch, validate=True)
+
+
+def test_a_value_an_autoguide_refuses_names_its_key() -> None:
+    batch = batch_of(x=torch.randn(3, 2), y=torch.randn(3))
+    lowrank = {"_target_": "pyro.infer.autoguide.AutoLowRankMultivariateNormal", "_partial_": True, "rank": 0}
+    with pytest.raises(ConfigError, match=r"guide.rank=0: refused by pyro.infer.autoguide.AutoLowRankMultivariate"):
+        pair({"_target_": "user_file.regression"}, lowrank, batch)
 
 
 def test_unimportable_and_unknown_targets_are_one_line_errors() -> None:

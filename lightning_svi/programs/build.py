@@ -28,7 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hydra.utils import get_object, instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pyro import poutine
 from pyro.infer.autoguide import AutoContinuous, AutoGuide
@@ -39,6 +40,7 @@ from lightning_svi.guides import EmptyGuide, is_enumerated
 from lightning_svi.models.base import SVIModel
 from lightning_svi.programs.inputs import resolve_inputs
 from lightning_svi.programs.program import PyroProgram
+from lightning_svi.targets import check_target, constructing
 
 FRAMEWORK_KEYS = ("data_args", "data_kwargs", "method", "kind", "block")
 
@@ -57,15 +59,9 @@ def _options(node: DictConfig) -> DictConfig:
     return OmegaConf.create({key: value for key, value in node.items() if key not in FRAMEWORK_KEYS})
 
 
-def _load(target: str, key: str) -> Any:
-    try:
-        return get_object(target)
-    except Exception as error:  # Hydra wraps import failures of every kind in its own errors
-        reason = str(error.__cause__ or error).splitlines()[0]
-        raise ConfigError(
-            f"{key}._target_={target}: cannot be imported ({reason}). Give a dotted path to a function or class "
-            "importable from the folder you run train.py in, or from an installed package."
-        ) from None
+def _load(node: DictConfig, key: str, supplied: tuple[str, ...] = ()) -> Any:
+    """What ``node._target_`` names, its keys checked against its signature (one line if they do not fit)."""
+    return check_target(node, key, framework_keys=FRAMEWORK_KEYS, supplied=supplied, complete=False)
 
 
 def _short_name(target: str, method: str | None) -> str:
@@ -82,19 +78,17 @@ def _construct(node: DictConfig, target: Any, key: str, **extra: Any) -> Any:
     The binding is ``functools.partial``, not Hydra's ``_partial_`` object, which costs ~0.6 ms a call."""
     options = _options(node)
     if not inspect.isclass(target):
-        if not callable(target):
-            raise ConfigError(f"{key}._target_={node._target_}: is not a function or a class.")
         bound = {
             name: instantiate(value) if OmegaConf.is_config(value) else value
             for name, value in options.items()
             if name not in ("_target_", "_partial_")
         }
         return functools.partial(target, **bound) if bound else target
-    try:
-        return instantiate(options, **extra)
-    except Exception as error:
-        reason = str(error.__cause__ or error).splitlines()[0]
-        raise ConfigError(f"{key}: {node._target_}(...) failed: {reason}") from None
+    with constructing(node, key, FRAMEWORK_KEYS):
+        try:
+            return instantiate(options, **extra)
+        except InstantiationException as error:
+            raise error.__cause__ or error from None
 
 
 def _program(source: Any, method: str | None, key: str) -> Callable[..., Any]:
@@ -133,7 +127,7 @@ def build_model(node: DictConfig, columns: Sequence[str], num_rows: int, plate: 
         raise ConfigError(
             "model._target_ is not set: name your model function or class, e.g. model._target_=my_file.model"
         )
-    target = _load(node._target_, "model")
+    target = _load(node, "model", supplied=("num_data",))
     if inspect.isclass(target) and issubclass(target, SVIModel):
         model = _construct(node, target, "model", num_data=num_rows)
         return BuiltModel(model, model, model.name)
@@ -155,11 +149,8 @@ def _autoguide(guide_class: type, node: DictConfig, model: nn.Module) -> nn.Modu
     seen = poutine.block(model, hide_fn=is_enumerated)
     if node.get("block") is not None:
         seen = poutine.block(seen, **OmegaConf.to_container(node.block))
-    try:
+    with constructing(node, "guide", FRAMEWORK_KEYS):
         return partial(seen, **options)
-    except Exception as error:
-        reason = str(error.__cause__ or error).splitlines()[0]
-        raise ConfigError(f"guide: {node._target_}(model, ...) failed: {reason}") from None
 
 
 def build_guide(
@@ -188,7 +179,7 @@ def build_guide(
     if node.get("_target_") is None:
         program = _program(model.source, node.method, "guide")
         return _wrap(program, node, "guide", node.method, columns, num_rows, plate)
-    target = _load(node._target_, "guide")
+    target = _load(node, "guide", supplied=("model", "create_plates"))
     if inspect.isclass(target) and issubclass(target, AutoGuide):
         return _autoguide(target, node, model.module)
     source = _construct(node, target, "guide")
@@ -216,3 +207,15 @@ def pair_programs(model: nn.Module, guide: nn.Module) -> None:
         owner = getattr(guide, "owner", None)
         if owner is not None and owner is getattr(model, "owner", None):
             del guide.owner  # one object holds both programs' networks: registered once, with the model
+
+
+def check_programs(cfg: DictConfig) -> None:
+    """The model's and guide's ``_target_`` import and take the node's keys: checked before training starts."""
+    model_class = _load(cfg.model, "model", supplied=("num_data",))
+    guide = cfg.guide
+    if guide.get("_target_") is not None:
+        _load(guide, "guide", supplied=("model", "create_plates"))
+    method = guide.get("method")
+    by_method = guide.get("_target_") is None and method is not None and inspect.isclass(model_class)
+    if by_method and not callable(getattr(model_class, method, None)):
+        raise ConfigError(f"guide.method={method}: {model_class.__name__} has no method {method!r}.")

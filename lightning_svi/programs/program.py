@@ -22,7 +22,8 @@ the partner program's parameters.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -189,3 +190,15 @@ class PyroProgram(nn.Module):
         from lightning_svi.pictures import marginals_figure
 
         return marginals_figure(self, guide, data)
+
+
+@contextmanager
+def parameters_in_scope(model: nn.Module, guide: nn.Module) -> Iterator[None]:
+    """``pyro.param(name)`` outside a model or guide call answered by the programs' parameters, as Pyro's
+    global store answers it after ``svi.step``; a no-op where neither is a wrapped program."""
+    programs = [program for program in (model, guide) if isinstance(program, PyroProgram)]
+    if not programs:
+        yield
+        return
+    with programs[0]._router:  # it reads the partner's parameters too
+        yield

@@ -15,6 +15,7 @@ from pyro.infer import ELBO
 from pyro.poutine.util import site_is_subsample
 
 from lightning_svi.errors import ConfigError, UserInputError
+from lightning_svi.estimators import explain_vectorization_error
 from lightning_svi.programs.inputs import ROW_INDEX, Batch
 from lightning_svi.programs.program import PyroProgram
 from lightning_svi.programs.sides import ParameterSides, split_sides
@@ -22,17 +23,6 @@ from lightning_svi.programs.sides import ParameterSides, split_sides
 
 def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-
-
-def _runs_without_vectorized_particles(svi: torch.nn.Module, estimator: ELBO, batch: Batch) -> bool:
-    estimator.vectorize_particles = False
-    try:
-        svi(batch)
-        return True
-    except Exception:
-        return False
-    finally:
-        estimator.vectorize_particles = True
 
 
 def first_loss(svi: torch.nn.Module, estimator: ELBO, batch: Batch, validate: bool) -> None:
@@ -43,13 +33,9 @@ def first_loss(svi: torch.nn.Module, estimator: ELBO, batch: Batch, validate: bo
     except UserInputError:
         raise
     except Exception as error:
-        vectorized = getattr(estimator, "vectorize_particles", False) and estimator.num_particles > 1
-        if vectorized and _runs_without_vectorized_particles(svi, estimator, batch):
-            raise ConfigError(
-                f"the model cannot run with vectorized particles (elbo.vectorize_particles=true draws all "
-                f"{estimator.num_particles} particles at once, along an extra batch dimension): "
-                f"{_first_line(error)}. Set elbo.vectorize_particles=false."
-            ) from error
+        vectorization = explain_vectorization_error(error, estimator, retry=lambda: svi(batch))
+        if vectorization is not None:
+            raise ConfigError(vectorization) from error
         message = str(error)
         refused = validate and "Expected" in message and ("support" in message or "constraint" in message)
         hint = " Pyro's checks of the data failed; validate_first_step=false turns them off." if refused else ""

@@ -1,0 +1,171 @@
+"""Pyro's own tutorials and examples, their model and guide code unchanged (``tests/pyro_models``), trained
+through lightning-svi with only YAML (``tests/pyro_models/conf``) and a data file, against the plain Pyro
+``SVI.step`` loop of the same model, guide, optimizer, estimator and seed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, compose_config, read_scalars, read_summary, run_train_py
+from tests.pyro_models.make_files import write_file
+from tests.pyro_models.reference import SETTINGS, run
+
+CONF = REPO / "tests" / "pyro_models" / "conf"
+SEARCH_PATH = f"hydra.searchpath=[file://{CONF}]"
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: one thread is several times faster than two on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def settings_of(name: str, steps: int | None = None) -> list[str]:
+    """``train.py`` overrides that make lightning-svi's loop the reference loop's: the estimator, one particle,
+    Adam's learning rate and betas, no schedule; every step logged, so ``final`` averages the last steps."""
+    settings = SETTINGS[name]
+    beta1, beta2 = settings["betas"]
+    return [
+        SEARCH_PATH,
+        f"model=pyro_{name}",
+        f"guide=pyro_{name}",
+        "elbo=trace_enum" if settings["elbo"] == "TraceEnum_ELBO" else "elbo=trace",
+        "elbo.num_particles=1",
+        "elbo.vectorize_particles=false",
+        f"elbo.max_plate_nesting={settings['max_plate_nesting']}",
+        f"optim.lr={settings['lr']}",
+        f"optim.betas=[{beta1},{beta2}]",
+        "optim.scheduler=null",
+        f"trainer.max_steps={steps or settings['steps']}",
+        "trainer.log_every_n_steps=1",
+    ]
+
+
+def train(name: str, tmp_path: Path, *overrides: str, steps: int | None = None) -> dict[str, Any]:
+    from lightning_svi.training import train as train_run
+
+    data = write_file(name, tmp_path / "data")
+    cfg = compose_config(*settings_of(name, steps), "data=file", f"data.path={data}", *overrides)
+    return train_run(cfg, tmp_path / "run")
+
+
+def within_noise(ours: float, reference: dict[str, Any], floor: float) -> bool:
+    """Our final ELBO (mean of the last 10 steps) against the reference's (the last 20): both are Monte Carlo
+    averages of single-step estimates with the reference window's spread."""
+    return abs(ours - reference["elbo"]) <= max(4 * reference["elbo_std"] / 10**0.5, floor)
+
+
+def test_svi_part_i_coin_matches_plain_pyro(tmp_path: Path) -> None:
+    summary = train("coin", tmp_path)
+    reference = run("coin", seed=0)
+    assert summary["status"] == "completed"
+    assert (summary["model"], summary["guide"]) == ("coin.model", "coin.guide")
+    assert summary["theta"] == {} and set(summary["phi"]) == {"alpha_q", "beta_q"}
+    assert within_noise(summary["final"]["elbo"], reference, floor=0.3)
+    alpha, beta = summary["phi"]["alpha_q"], summary["phi"]["beta_q"]
+    assert alpha / (alpha + beta) == pytest.approx(reference["inferred_mean"], abs=0.02)
+    assert summary["posterior"]["latent_fairness"]["mean"] == pytest.approx(16 / 30, abs=0.04)
+    scalars = read_scalars(tmp_path / "run")
+    assert {"phi/alpha_q", "phi/beta_q", "trace/log_p/obs_0", "trace/log_q/latent_fairness"} <= set(scalars)
+
+
+def test_gmm_tutorial_with_enumeration_and_autodelta_finds_the_two_clusters(tmp_path: Path) -> None:
+    summary = train("gmm", tmp_path, "seed=1")
+    reference = run("gmm", seed=1)
+    assert summary["status"] == "completed"
+    # The loss is exact (MAP globals, the assignment summed out): both runs reach the tutorial's optimum.
+    assert reference["elbo"] == pytest.approx(-17.443, abs=0.05)
+    assert summary["final"]["elbo"] == pytest.approx(reference["elbo"], abs=0.05)
+    assert sorted(summary["phi"]["locs"]) == pytest.approx([0.5, 11.0], abs=0.1)
+    assert "assignment" in summary["posterior"]
+
+
+def test_bayesian_regression_pyro_module_with_autonormal_matches_plain_pyro(tmp_path: Path) -> None:
+    summary = train("regression", tmp_path)
+    reference = run("regression", seed=0)
+    assert summary["status"] == "completed"
+    assert summary["theta"] == {}  # PyroSample priors: every learnable number is the guide's
+    assert {"locs.linear.weight", "scales.linear.weight", "locs.sigma"} <= set(summary["phi"])
+    assert within_noise(summary["final"]["elbo"], reference, floor=2.0)
+    weights = summary["phi"]["locs.linear.weight"]
+    assert weights == pytest.approx(reference["params"]["AutoNormal.locs.linear.weight"], abs=0.15)
+
+
+@pytest.mark.slow
+def test_hmm_example_with_enumeration_in_a_markov_loop_matches_plain_pyro(tmp_path: Path) -> None:
+    summary = train("hmm", tmp_path, "seed=2")
+    reference = run("hmm", seed=2)
+    assert summary["status"] == "completed"
+    assert set(summary["phi"]) == {"probs_x", "probs_y"}
+    assert summary["final"]["elbo"] == pytest.approx(reference["elbo"], rel=0.02)
+    # The summed-out hidden states: one term with a tag TensorBoard can show.
+    marginal = [tag for tag in read_scalars(tmp_path / "run") if tag.startswith("trace/log_p/marginal(")]
+    assert marginal and all(len(tag) < 80 for tag in marginal)
+
+
+@pytest.mark.slow
+def test_vae_example_object_trains_decoder_as_theta_and_encoder_as_phi(tmp_path: Path) -> None:
+    summary = train("vae", tmp_path)
+    reference = run("vae", seed=0)
+    assert summary["status"] == "completed"
+    assert summary["theta"] and all(name.startswith("decoder$$$") for name in summary["theta"])
+    assert summary["phi"] and all(name.startswith("encoder$$$") for name in summary["phi"])
+    assert within_noise(summary["final"]["elbo"], reference, floor=0.03 * abs(reference["elbo"]))
+
+
+@pytest.mark.slow
+def test_the_vae_on_minibatches_reports_the_full_data_elbo(tmp_path: Path) -> None:
+    full = train("vae", tmp_path / "full")
+    batched = train("vae", tmp_path / "batched", "data.batch_size=64", "trainer.log_every_n_steps=1")
+    # The example's plate("data", x.shape[0]) is scaled by N / 64: the minibatch ELBO estimates the full one.
+    assert batched["final"]["elbo"] == pytest.approx(full["final"]["elbo"], rel=0.15)
+
+
+@pytest.mark.slow
+def test_a_user_runs_a_tutorial_from_the_command_line_and_resumes_it_exactly(tmp_path: Path) -> None:
+    data = write_file("coin", tmp_path)
+    common = ["data=file", f"data.path={data}", "checkpoint.every_n_steps=20"]
+    straight = run_train_py(*settings_of("coin", 40), *common, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    first = run_train_py(*settings_of("coin", 20), *common, f"hydra.run.dir={tmp_path / 'first'}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    resumed = run_train_py(
+        *settings_of("coin", 40),
+        *common,
+        f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'second'}",
+        cwd=tmp_path,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert read_summary(tmp_path / "second")["phi"] == read_summary(tmp_path / "straight")["phi"]
+    assert json.loads((tmp_path / "straight" / "summary.json").read_text())["steps"] == 40
+
+
+def test_an_after_step_hook_clamps_a_pyro_param_by_name_as_sparse_gamma_def_does(tmp_path: Path) -> None:
+    import numpy as np
+
+    from lightning_svi.training import train as train_run
+
+    rows = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+    np.savez(tmp_path / "xy.npz", x=rows, y=rows @ np.array([2.0, 1.0], dtype=np.float32))
+    cfg = compose_config(
+        "model=custom",
+        "model._target_=tests.test_programs.regression",
+        "guide=empty",
+        "data=file",
+        f"data.path={tmp_path / 'xy.npz'}",
+        "optim.after_step=tests.after_step_hooks.clip_params",
+        "trainer.max_steps=60",
+    )
+    summary = train_run(cfg, tmp_path / "run")
+    # Unclamped, both weights grow towards (2, 1); the hook holds them at 0.25 after every step.
+    assert summary["theta"]["weight"] == pytest.approx([0.25, 0.25])
