@@ -67,9 +67,13 @@ def summed_out_log_density(model_trace: Trace, guide_trace: Trace) -> tuple[list
     return names, total.detach()
 
 
-def marginal_site_name(names: list[str]) -> str:
-    """The per-site key of a block of sites whose enumerated values are summed out, e.g. ``marginal(assignment,x)``."""
-    return f"marginal({','.join(names)})"
+def marginal_site_name(names: list[str], max_listed: int = 4) -> str:
+    """The per-site key of a block of sites whose enumerated values are summed out, e.g.
+    ``marginal(assignment,x)``; a long block (an HMM's chain) by its ends and size:
+    ``marginal(x_0..y_29, 60 sites)``, a tag TensorBoard can show."""
+    if len(names) <= max_listed:
+        return f"marginal({','.join(names)})"
+    return f"marginal({names[0]}..{names[-1]}, {len(names)} sites)"
 
 
 def _total(sites: dict[str, torch.Tensor]) -> torch.Tensor:
