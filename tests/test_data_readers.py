@@ -227,3 +227,16 @@ def test_a_gigabyte_csv_loads_in_seconds_in_about_its_own_size(tmp_path: Path) -
     assert measured["rows"] == repeats * len(rows) and measured["dtype"] == "torch.float32"
     assert measured["seconds"] < 60, measured
     assert measured["growth"] < 2.5 * size, {**measured, "size": size}
+
+
+def test_integer_arrays_keep_their_type_and_floats_become_the_default_float(tmp_path: Path) -> None:
+    path = tmp_path / "hmm.npz"
+    np.savez(path, sequences=np.zeros((3, 4, 2)), lengths=np.array([4, 2, 3]), mask=np.ones(3, dtype=bool))
+    columns = read_columns(path)
+    assert columns["lengths"].dtype == torch.int64  # examples/hmm.py runs range(lengths.max())
+    assert columns["mask"].dtype == torch.bool
+    assert columns["sequences"].dtype == torch.get_default_dtype()
+    assert read_columns(path, dtype={"lengths": "float64"})["lengths"].dtype == torch.float64
+    torch.save({"x": torch.arange(3), "y": torch.ones(3, dtype=torch.float64)}, tmp_path / "xy.pt")
+    saved = read_columns(tmp_path / "xy.pt")
+    assert (saved["x"].dtype, saved["y"].dtype) == (torch.int64, torch.get_default_dtype())

@@ -3,7 +3,8 @@
 Each column (a CSV or Parquet column, an ``.npz`` array, a ``.pt`` dict entry) becomes one tensor named
 by it, and every tensor has one entry per row along its first dimension: CSV and Parquet columns are
 1-D, arrays and tensors keep their shape (images ``(N, 28, 28)``, sequences ``(N, T, D)``). Numbers
-become torch's default float dtype unless ``dtype`` names another, for all columns or per column.
+become torch's default float dtype unless ``dtype`` names another, for all columns or per column;
+integer and boolean arrays of ``.npz`` and ``.pt`` files keep the type they were saved with.
 
 CSV and Parquet are read by pyarrow (multithreaded), and a column is converted a block at a time into
 its tensor, without a float64 copy of the whole column: a 1 GB CSV file of two float columns (52 million
@@ -57,7 +58,7 @@ def read_columns(path: str | Path, columns: Sequence[str] | None = None, dtype: 
     wanted = None if columns is None else [str(name) for name in columns]
     if wanted is not None and len(set(wanted)) != len(wanted):
         raise ConfigError(f"data.columns={wanted}: names a column twice.")
-    data = reader(path, wanted, lambda names: _dtypes(dtype, names), where)
+    data = reader(path, wanted, lambda names, arrays=False: _dtypes(dtype, names, arrays), where)
     if not data:
         raise DataError(f"{where}: the file holds no columns. Expected {FORMATS} with one or more numeric columns.")
     lengths = {name: len(tensor) for name, tensor in data.items()}
@@ -87,11 +88,13 @@ def _reader(path: Path, where: str) -> Callable[..., Columns]:
     return readers[suffix]
 
 
-def _dtypes(option: DtypeOption, names: Sequence[str]) -> dict[str, torch.dtype]:
-    """The dtype of each of ``names`` from the ``dtype`` option (``ConfigError`` where it is not one)."""
+def _dtypes(option: DtypeOption, names: Sequence[str], arrays: bool = False) -> dict[str, torch.dtype]:
+    """The dtype of each of ``names`` from the ``dtype`` option (``ConfigError`` where it is not one).
+    For ``arrays`` (``.npz``, ``.pt``) only the names the option sets: the others keep an integer
+    type as saved (``_array_dtype``); table columns without one get torch's default float."""
     default = torch.get_default_dtype()
     if option is None:
-        return dict.fromkeys(names, default)
+        return {} if arrays else dict.fromkeys(names, default)
     if not isinstance(option, Mapping):
         return dict.fromkeys(names, _dtype(option, "data.dtype"))
     unknown = [str(name) for name in option if name not in names]
@@ -100,7 +103,8 @@ def _dtypes(option: DtypeOption, names: Sequence[str]) -> dict[str, torch.dtype]
             f"data.dtype.{unknown[0]}: no such column among those read ({', '.join(names)}); "
             "data.dtype maps column names to dtypes, e.g. data.dtype={lengths:long}."
         )
-    return {name: _dtype(option[name], f"data.dtype.{name}") if name in option else default for name in names}
+    chosen = {name: _dtype(option[name], f"data.dtype.{name}") for name in names if name in option}
+    return chosen if arrays else {name: chosen.get(name, default) for name in names}
 
 
 def _dtype(value: str | torch.dtype, key: str) -> torch.dtype:
@@ -163,8 +167,16 @@ def _per_column(
                 f"{where}, column {name}: a scalar (shape ()); "
                 "every array needs one entry per row along its first dimension."
             )
-        columns[name] = _converted(name, values, dtypes[name], where)
+        columns[name] = _converted(name, values, _array_dtype(values, name, dtypes), where)
     return columns
+
+
+def _array_dtype(values: torch.Tensor, name: str, dtypes: dict[str, torch.dtype]) -> torch.dtype:
+    """An array's dtype where ``data.dtype`` does not name one: integers and booleans stay as saved
+    (``examples/hmm.py`` runs ``range(lengths.max())``), floats become torch's default float."""
+    if name in dtypes:
+        return dtypes[name]
+    return values.dtype if not values.is_floating_point() else torch.get_default_dtype()
 
 
 def _read_npz(path: Path, wanted: Sequence[str] | None, dtypes_of: Callable, where: str) -> Columns:
@@ -178,7 +190,7 @@ def _read_npz(path: Path, wanted: Sequence[str] | None, dtypes_of: Callable, whe
         )
     with archive:
         names = _select(archive.files, wanted, where, "array")
-        dtypes = dtypes_of(names)
+        dtypes = dtypes_of(names, arrays=True)
 
         def load(name: str) -> torch.Tensor:
             try:
@@ -211,7 +223,9 @@ def _read_torch(path: Path, wanted: Sequence[str] | None, dtypes_of: Callable, w
     for name in names:
         if not isinstance(content[name], torch.Tensor):
             raise DataError(f"{where}, column {name}: holds {type(content[name]).__name__}, not a tensor.")
-    return _per_column({name: (lambda name=name: content[name]) for name in names}, dtypes_of(names), where)
+    return _per_column(
+        {name: (lambda name=name: content[name]) for name in names}, dtypes_of(names, arrays=True), where
+    )
 
 
 def _read_csv(path: Path, wanted: Sequence[str] | None, dtypes_of: Callable, where: str) -> Columns:
