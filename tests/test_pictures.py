@@ -181,3 +181,14 @@ def test_summary_and_picture_on_a_cuda_device() -> None:
     assert summary["rate"]["mean"].shape == (300,) and summary["successes"]["ppc"]["rows"] == 300
     figure = marginals_figure(model, guide, data, num_samples=200)
     assert any(lines_by_label(ax) for ax in figure.axes if ax.get_visible())
+
+
+def test_pictures_of_costly_rows_draw_on_fewer_of_them(monkeypatch) -> None:
+    pyro.settings.set(module_local_params=True)
+    model = BetaBinomial(num_data=500, alpha_init=2.0, beta_init=5.0)
+    data = {"index": torch.arange(500), **BetaBinomial.synthetic_data(0, num_groups=500)}
+    # A draw holds 3 numbers a row (q's rate, the model's rate, successes): 500 draws of 50 rows fit.
+    monkeypatch.setattr("lightning_svi.pictures.PICTURE_DRAWN_ELEMENTS", 500 * 3 * 50)
+    figure = marginals_figure(model, exact_guide(model, data), data, num_samples=500)
+    assert "drawn on 50 of 500 rows" in [text.get_text() for text in figure.texts]
+    assert all("exact posterior" in lines_by_label(ax) for ax in figure.axes if ax.get_visible())
