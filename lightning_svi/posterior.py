@@ -9,9 +9,11 @@ subsample (``Predictive`` of the model with its observations released, ``Release
 
 Memory is bounded, whatever the model: draws come in chunks of at most ``CHUNK_ELEMENTS`` numbers
 (the sample sites of one draw times the draws of a chunk), and at most ``SITE_ELEMENTS`` elements
-of a site are kept and summarised (the entry says so in ``note``). A model written for one draw
-(``x @ w`` with a 1-D ``w``, indexing a matrix by an enumerated state) fails when vectorized over a
-draw dimension: then draws are sequential, ``parallel=False``, fewer of them (``SEQUENTIAL_SAMPLES``).
+of a site are kept and summarised (the entry says so in ``note``). Time is bounded too: a part whose
+draws over all rows would hold more than ``DRAWN_ELEMENTS`` numbers draws on fewer rows (``note``,
+``ppc.rows``). A model written for one draw (``x @ w`` with a 1-D ``w``, indexing a matrix by an
+enumerated state) fails when vectorized over a draw dimension: then draws are sequential,
+``parallel=False``, fewer of them (``SEQUENTIAL_SAMPLES``).
 A part that raises gives ``{"error": "..."}`` for its sites, never a failed run.
 """
 
