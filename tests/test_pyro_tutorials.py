@@ -171,3 +171,42 @@ def test_an_after_step_hook_clamps_a_pyro_param_by_name_as_sparse_gamma_def_does
     summary = train_run(cfg, tmp_path / "run")
     # Unclamped, both weights grow towards (2, 1); the hook holds them at 0.25 after every step.
     assert summary["theta"]["weight"] == pytest.approx([0.25, 0.25])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "seed"), [("regression", 0), ("hmm", 2)])
+def test_tutorials_train_under_ddp_as_on_one_process(tmp_path: Path, name: str, seed: int) -> None:
+    """Two CPU processes joined by gloo, each on half the rows: the model's own plate("data", len(x)) is scaled
+    by N / half, and DDP's mean of the two gradients is the full data's."""
+    import torch
+
+    data = write_file(name, tmp_path / "data", seed=seed)
+    common = [*settings_of(name), "data=file", f"data.path={data}", f"seed={seed}"]
+    result = run_train_py(
+        "trainer=ddp_cpu", "rank_dumps=true", *common, f"hydra.run.dir={tmp_path / 'ddp'}", cwd=tmp_path, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp = read_summary(tmp_path / "ddp")
+    single = train(name, tmp_path / "single", seed=seed)
+    assert ddp["world_size"] == 2 and ddp["status"] == "completed"
+    first, second = (
+        torch.load(path, weights_only=False)["state_dict"]
+        for path in sorted((tmp_path / "ddp" / "rank_state").glob("rank*.pt"))
+    )
+    assert first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+    if name == "hmm":  # an exact loss (MAP tables, hidden states summed out): the same optimum
+        assert ddp["final"]["elbo"] == pytest.approx(single["final"]["elbo"], rel=1e-3)
+    else:
+        assert ddp["final"]["elbo"] == pytest.approx(single["final"]["elbo"], abs=5.0)
+
+
+def test_a_model_without_a_data_plate_is_refused_under_ddp(tmp_path: Path) -> None:
+    data = write_file("coin", tmp_path)
+    result = run_train_py(
+        "trainer=ddp_cpu", *settings_of("coin"), "data=file", f"data.path={data}", f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert (
+        "batches of 5 of the 10 rows (data.batch_size, or a DDP rank's shard): observed site(s) obs_0" in result.stderr
+    )
