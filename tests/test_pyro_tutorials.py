@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import REPO, compose_config, read_scalars, read_summary, run_train_py
 from tests.pyro_models.make_files import write_file
-from tests.pyro_models.reference import SETTINGS, run
+from tests.pyro_models.reference import overrides, run
 
 CONF = REPO / "tests" / "pyro_models" / "conf"
 SEARCH_PATH = f"hydra.searchpath=[file://{CONF}]"
@@ -30,22 +30,13 @@ def one_torch_thread():
 
 
 def settings_of(name: str, steps: int | None = None) -> list[str]:
-    """``train.py`` overrides that make lightning-svi's loop the reference loop's: the estimator, one particle,
-    Adam's learning rate and betas, no schedule; every step logged, so ``final`` averages the last steps."""
-    settings = SETTINGS[name]
-    beta1, beta2 = settings["betas"]
+    """The tutorial's YAML and the reference loop's settings; every step logged, so ``final`` averages the
+    last steps as the reference's final ELBO does."""
     return [
         SEARCH_PATH,
         f"model=pyro_{name}",
         f"guide=pyro_{name}",
-        "elbo=trace_enum" if settings["elbo"] == "TraceEnum_ELBO" else "elbo=trace",
-        "elbo.num_particles=1",
-        "elbo.vectorize_particles=false",
-        f"elbo.max_plate_nesting={settings['max_plate_nesting']}",
-        f"optim.lr={settings['lr']}",
-        f"optim.betas=[{beta1},{beta2}]",
-        "optim.scheduler=null",
-        f"trainer.max_steps={steps or settings['steps']}",
+        *overrides(name, steps),
         "trainer.log_every_n_steps=1",
     ]
 

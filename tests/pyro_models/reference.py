@@ -32,19 +32,20 @@ SETTINGS: dict[str, dict[str, Any]] = {
 GOOD_SEEDS: dict[str, tuple[int, ...]] = {"gmm": (1, 2, 3, 4, 5, 10, 11, 13, 14), "hmm": (2,)}
 
 
-def overrides(name: str) -> list[str]:
-    """``train.py`` overrides that make its optimizer and estimator the reference loop's."""
+def overrides(name: str, steps: int | None = None) -> list[str]:
+    """``train.py`` overrides that make its loop the reference loop's: the estimator, one particle, Adam's
+    learning rate and betas, no schedule, ``steps`` steps (default: the reference's)."""
     settings = SETTINGS[name]
     beta1, beta2 = settings["betas"]
     return [
-        f"trainer.max_steps={settings['steps']}",
-        f"optim.lr={settings['lr']}",
-        f"optim.betas=[{beta1},{beta2}]",
-        "optim.scheduler.name=none",
+        "elbo=trace_enum" if settings["elbo"] == "TraceEnum_ELBO" else "elbo=trace",
         "elbo.num_particles=1",
         "elbo.vectorize_particles=false",
         f"elbo.max_plate_nesting={settings['max_plate_nesting']}",
-        "elbo=trace_enum" if settings["elbo"] == "TraceEnum_ELBO" else "elbo=trace",
+        f"optim.lr={settings['lr']}",
+        f"optim.betas=[{beta1},{beta2}]",
+        "optim.scheduler=null",
+        f"trainer.max_steps={steps or settings['steps']}",
     ]
 
 
