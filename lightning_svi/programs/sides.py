@@ -67,7 +67,9 @@ def split_sides(model: nn.Module, guide: nn.Module, batch: Batch) -> ParameterSi
         if isinstance(sub, PyroProgram)
         for name, (parameter, _) in sub.named_pyro_params().items()
     }
-    with poutine.block():
+    devices = [device for device in {parameter.device for parameter in candidates} if device.type == "cuda"]
+    # A pass of its own: the training run draws the same random numbers as without it.
+    with poutine.block(), torch.random.fork_rng(devices=devices):
         guide_trace = poutine.trace(guide).get_trace(batch)
         sample = guide_trace.copy()
         for site in sample.nodes.values():

@@ -55,7 +55,8 @@ def check_minibatch_scaling(model: torch.nn.Module, batch: Batch, num_rows: int)
     rows = len(batch[ROW_INDEX]) if ROW_INDEX in batch else num_rows
     if rows >= num_rows:
         return
-    with poutine.block(), torch.no_grad():
+    devices = list({tensor.device for tensor in batch.values() if tensor.device.type == "cuda"})
+    with poutine.block(), torch.no_grad(), torch.random.fork_rng(devices=devices):
         trace = poutine.trace(model).get_trace(batch)
     unscaled = [
         name
