@@ -297,3 +297,11 @@ def test_unimportable_and_unknown_targets_are_one_line_errors() -> None:
         pair({"_target_": "user_file.regression"}, {"kind": "full"}, batch)
     with pytest.raises(ConfigError, match=r"guide.method=decode: TinyVAE has no method 'decode'"):
         pair({"_target_": "user_file.TinyVAE", "method": "model"}, {"method": "decode"}, batch)
+
+
+def test_an_empty_guide_on_a_model_without_parameters_says_there_is_nothing_to_train() -> None:
+    batch = batch_of(flips=FLIPS)
+    model, guide = pair({"_target_": "user_file.coin_model"}, {"kind": "empty"}, batch)
+    estimator = Trace_ELBO()
+    with pytest.raises(ConfigError, match="nothing to train: neither the model nor the guide has parameters"):
+        warm_up(estimator(model, guide), estimator, batch, validate=True)

@@ -35,6 +35,7 @@ from pyro import poutine
 from pyro.infer.autoguide import AutoContinuous, AutoGuide
 from torch import nn
 
+from lightning_svi.checks import nothing_to_train
 from lightning_svi.errors import ConfigError
 from lightning_svi.guides import EmptyGuide, is_enumerated
 from lightning_svi.models.base import SVIModel
@@ -160,6 +161,8 @@ def build_guide(
     kind = node.get("kind")
     if node.get("_target_") is None and node.get("method") is None:
         if kind == "empty":
+            if isinstance(model.module, SVIModel) and not any(True for _ in model.module.parameters()):
+                raise nothing_to_train(model.name)
             return EmptyGuide()
         if kind == "full":
             full_guide = getattr(model.source, "full_guide", None)

@@ -77,14 +77,23 @@ def warm_up(
     svi: torch.nn.Module, estimator: ELBO, batch: Batch, validate: bool, minibatch: Batch | None = None
 ) -> ParameterSides:
     """Create every parameter, check the model and guide, and return θ and φ (by use)."""
-    first_loss(svi, estimator, batch, validate)
+    try:
+        first_loss(svi, estimator, batch, validate)
+    except ConfigError:
+        if not any(True for _ in svi.parameters()):
+            raise _nothing_to_train() from None
+        raise
     freeze_programs(svi.model, svi.guide)
     if minibatch is not None:
         check_minibatch_scaling(svi.model, minibatch, len(batch[ROW_INDEX]) if ROW_INDEX in batch else 0)
     sides = split_sides(svi.model, svi.guide, batch)
     if not sides.theta and not sides.phi:
-        raise ConfigError(
-            "nothing to train: neither the model nor the guide has parameters (guide=empty on a model without "
-            "pyro.param / PyroParam / networks?); use a guide with parameters, e.g. guide=normal."
-        )
+        raise _nothing_to_train()
     return sides
+
+
+def _nothing_to_train() -> ConfigError:
+    return ConfigError(
+        "nothing to train: neither the model nor the guide has parameters (guide=empty on a model without "
+        "pyro.param / PyroParam / networks?); use a guide with parameters, e.g. guide=normal."
+    )
