@@ -25,7 +25,6 @@ from lightning_svi.callbacks.logging import StepLogger, as_floats
 from lightning_svi.callbacks.non_finite import TrainingDiverged
 from lightning_svi.errors import UserInputError
 from lightning_svi.models.base import Batch
-from lightning_svi.params import constrained_values
 from lightning_svi.posterior import error_line, posterior_summary
 
 FINAL_KEYS = ("loss", "elbo", "log_p", "log_q")
@@ -169,14 +168,16 @@ class RunSummary(StepLogger):
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
         loop_seconds = (self.last_step_at or 0.0) - (self.first_step_at or 0.0)
+        sides = pl_module.sides
         summary = {
             **self.names,
             "steps": trainer.global_step,
             "world_size": trainer.world_size,
             "status": status,
             "final": self.final_metrics(pl_module),
-            "theta": {name: to_json_value(value) for name, value in constrained_values(pl_module.model).items()},
-            "phi": {name: to_json_value(value) for name, value in constrained_values(pl_module.guide).items()},
+            # θ and φ are known once the warm-up has run; a run that failed before has none.
+            "theta": {name: to_json_value(value) for name, value in sides.theta_values().items()} if sides else {},
+            "phi": {name: to_json_value(value) for name, value in sides.phi_values().items()} if sides else {},
             "timing": {
                 "wall_seconds": time.perf_counter() - self.started_at,
                 "steps_per_second": self.steps_timed / loop_seconds if loop_seconds > 0 else None,
