@@ -112,6 +112,10 @@ def test_vae_example_object_trains_decoder_as_theta_and_encoder_as_phi(tmp_path:
     assert summary["status"] == "completed"
     assert summary["theta"] and all(name.startswith("decoder$$$") for name in summary["theta"])
     assert summary["phi"] and all(name.startswith("encoder$$$") for name in summary["phi"])
+    # A network's weights are summarised in summary.json (the checkpoint holds them), small tensors listed.
+    weights = summary["theta"]["decoder$$$fc21.weight"]
+    assert weights["shape"] == [784, 32] and set(weights) == {"shape", "mean", "sd", "min", "max"}
+    assert isinstance(summary["theta"]["decoder$$$fc1.bias"], list)
     assert within_noise(summary["final"]["elbo"], reference, floor=0.03 * abs(reference["elbo"]))
 
 

@@ -39,6 +39,20 @@ def to_json_value(value: torch.Tensor | float | None) -> Any:
     return _finite_or_none(value)
 
 
+# A parameter with more elements (a network's weights) is summarised, not listed: the tutorial VAE's
+# summary.json was 22 MB of weights. The checkpoint holds every value.
+LISTED_ELEMENTS = 1_000
+
+
+def parameter_json(value: torch.Tensor) -> Any:
+    """θ or φ for ``summary.json``: as ``to_json_value``, or shape and moments past ``LISTED_ELEMENTS``."""
+    if value.numel() <= LISTED_ELEMENTS:
+        return to_json_value(value)
+    value = value.detach().float()
+    moments = {"mean": value.mean(), "sd": value.std(), "min": value.min(), "max": value.max()}
+    return {"shape": list(value.shape), **{key: to_json_value(number) for key, number in moments.items()}}
+
+
 def _finite_or_none(value: Any) -> Any:
     """None for each non-finite float, at any depth of nested lists (JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -176,8 +190,8 @@ class RunSummary(StepLogger):
             "status": status,
             "final": self.final_metrics(pl_module),
             # θ and φ are known once the warm-up has run; a run that failed before has none.
-            "theta": {name: to_json_value(value) for name, value in sides.theta_values().items()} if sides else {},
-            "phi": {name: to_json_value(value) for name, value in sides.phi_values().items()} if sides else {},
+            "theta": {name: parameter_json(value) for name, value in sides.theta_values().items()} if sides else {},
+            "phi": {name: parameter_json(value) for name, value in sides.phi_values().items()} if sides else {},
             "timing": {
                 "wall_seconds": time.perf_counter() - self.started_at,
                 "steps_per_second": self.steps_timed / loop_seconds if loop_seconds > 0 else None,
