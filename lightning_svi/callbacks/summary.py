@@ -90,9 +90,8 @@ class RunSummary(StepLogger):
         self.path = Path(path)
         self.names = names
         self.full_data = full_data
-        self.recent: deque[tuple[torch.Tensor, ...]] = deque(
-            maxlen=window
-        )  # (loss, log p, log q) of the last logged steps
+        # (step, loss, log p, log q) of the last logged steps
+        self.recent: deque[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=window)
         self.started_at = time.perf_counter()
         self.first_step_at: float | None = None
         self.last_step_at: float | None = None
@@ -120,7 +119,7 @@ class RunSummary(StepLogger):
             # The step's own tensors, read once when the summary is written: no op and no host sync
             # on the logging step.
             traces = pl_module.last_traces
-            self.recent.append((pl_module.last_loss, traces.log_p, traces.log_q))
+            self.recent.append((step, pl_module.last_loss, traces.log_p, traces.log_q))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer, pl_module, "completed" if trainer.global_step >= trainer.max_steps else "stopped")
@@ -159,6 +158,7 @@ class RunSummary(StepLogger):
         rows = [
             {"loss": loss, "elbo": -loss, "log_p": log_p, "log_q": log_q} for loss, log_p, log_q in self._recent_rows()
         ]
+        rows = rows[len(rows) - self._rows_at_the_end(pl_module.trainer.max_steps) :]
         final: dict[str, float | None] = {
             key: sum(row[key] for row in rows) / len(rows) if rows else None for key in FINAL_KEYS
         }
@@ -168,8 +168,17 @@ class RunSummary(StepLogger):
         return {key: to_json_value(value) for key, value in final.items()}
 
     def _recent_rows(self) -> list[list[float]]:
-        values = as_floats([value for row in self.recent for value in row])  # one copy to the host
+        values = as_floats([value for _, *row in self.recent for value in row])  # one copy to the host
         return [values[start : start + 3] for start in range(0, len(values), 3)]
+
+    def _rows_at_the_end(self, max_steps: int) -> int:
+        """How many of the kept logged steps lie in the run's last 5 % (at least the last one): a short
+        run's average is of its end, not of its second half."""
+        if not self.recent:
+            return 0
+        last = self.recent[-1][0]
+        span = max(max_steps // 20, 1)
+        return max(sum(1 for step, *_ in self.recent if step > last - span), 1)
 
     def posterior(self, pl_module: pl.LightningModule) -> dict[str, Any]:
         """``posterior_summary`` as JSON values; ``{"error": "..."}`` where it raised, never a failed run."""
