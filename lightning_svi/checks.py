@@ -14,7 +14,6 @@ Callbacks and loggers import Lightning: their targets are checked when training 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import zipfile
 from collections.abc import Mapping
@@ -49,14 +48,6 @@ def _options(node: Any, *exclude: str) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key not in exclude and not re.fullmatch(r"_\w+_", str(key))}
 
 
-def unimportable_model(target: str, reason: str) -> ConfigError:
-    """Also raised by ``load_model_class``, for what only importing can find (a missing module inside a package)."""
-    return ConfigError(
-        f"model._target_={target}: cannot be imported ({reason}). Give a dotted path to an SVIModel "
-        "subclass importable from the folder you run train.py in, or from an installed package."
-    )
-
-
 def nothing_to_train(model_name: str) -> ConfigError:
     """Also raised by ``build_guide``, for a user's model: whether it has θ is known once it is built."""
     return ConfigError(
@@ -83,14 +74,7 @@ def check_model(model: DictConfig) -> ModelSpec | None:
             f"model._target_={target}: not a built-in model; choose one with model={names}, "
             "or your own with model._target_=my_file.model."
         )
-    # Finding the top-level package runs none of its code (which may import torch).
-    package = target.split(".")[0]
-    try:
-        found = importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise unimportable_model(target, f"No module named {package!r}")
+    require_importable_package(target, "model")  # finding the package runs none of its code (which may import torch)
     return None
 
 

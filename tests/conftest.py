@@ -66,6 +66,31 @@ def guide_of_kind(kind: str, model: Any, **options: Any) -> Any:
     return build_guide(node, BuiltModel(model, model, model.name), columns=[], num_rows=model.num_data)
 
 
+def exact_beta_binomial_guide(model: Any, data: dict) -> Any:
+    """A beta-binomial's full guide with φ set to the exact posterior's parameters."""
+    import torch
+    from pyro.distributions import constraints
+    from torch.distributions import transform_to
+
+    guide = model.full_guide()
+    posterior = model.exact_posterior(data)["rate"]
+    with torch.no_grad():
+        guide.qa_unconstrained.copy_(transform_to(constraints.positive).inv(posterior.concentration1))
+        guide.qb_unconstrained.copy_(transform_to(constraints.positive).inv(posterior.concentration0))
+    return guide
+
+
+@pytest.fixture
+def one_torch_thread() -> Any:
+    """Tiny tensors: one torch thread is several times faster than two on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def read_summary(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "summary.json").read_text())
 

@@ -8,12 +8,11 @@ import math
 import pyro
 import pytest
 import torch
-from pyro.distributions import constraints
 from scipy import stats
-from torch.distributions import transform_to
 
 from lightning_svi.models.beta_binomial import BetaBinomial
 from lightning_svi.pictures import latent_samples, marginals_figure
+from tests.conftest import exact_beta_binomial_guide as exact_guide
 from tests.conftest import guide_of_kind
 
 NUM_GROUPS = 6
@@ -26,16 +25,6 @@ def model_and_data() -> tuple[BetaBinomial, dict[str, torch.Tensor]]:
     model = BetaBinomial(num_data=NUM_GROUPS, alpha_init=2.0, beta_init=5.0)
     data = {"index": torch.arange(NUM_GROUPS), **BetaBinomial.synthetic_data(0, num_groups=NUM_GROUPS)}
     return model, data
-
-
-def exact_guide(model: BetaBinomial, data: dict) -> torch.nn.Module:
-    """The full guide with φ set to the exact posterior's parameters."""
-    guide = model.full_guide()
-    posterior = model.exact_posterior(data)["rate"]
-    with torch.no_grad():
-        guide.qa_unconstrained.copy_(transform_to(constraints.positive).inv(posterior.concentration1))
-        guide.qb_unconstrained.copy_(transform_to(constraints.positive).inv(posterior.concentration0))
-    return guide
 
 
 def lines_by_label(ax) -> dict[str, tuple]:

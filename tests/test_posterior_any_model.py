@@ -17,15 +17,14 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
-from pyro.distributions import constraints
 from pyro.infer import Predictive, autoguide, config_enumerate
 from pyro.nn import PyroModule
 from torch import nn
-from torch.distributions import transform_to
 
 from lightning_svi.callbacks.summary import to_json_tree
 from lightning_svi.models.beta_binomial import BetaBinomial
 from lightning_svi.posterior import enumerated_marginals, posterior_summary
+from tests.conftest import exact_beta_binomial_guide as exact_guide
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -245,16 +244,6 @@ def test_the_gmm_picture_helper_keeps_its_signature() -> None:
     guide(data)
     probs = enumerated_marginals(model, guide, data, num_samples=10, plates=1)["assignment"]
     assert probs.shape == (20, 2)
-
-
-def exact_guide(model: BetaBinomial, data: dict) -> torch.nn.Module:
-    """The full guide with φ set to the exact posterior's parameters."""
-    guide = model.full_guide()
-    posterior = model.exact_posterior(data)["rate"]
-    with torch.no_grad():
-        guide.qa_unconstrained.copy_(transform_to(constraints.positive).inv(posterior.concentration1))
-        guide.qb_unconstrained.copy_(transform_to(constraints.positive).inv(posterior.concentration0))
-    return guide
 
 
 def test_beta_binomial_summary_matches_the_exact_posterior_within_monte_carlo_error() -> None:

@@ -28,12 +28,8 @@ from tests.pyro_models.reference import overrides, run  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread is several times faster than two on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
     pyro.clear_param_store()
 
 

@@ -18,15 +18,7 @@ CONF = REPO / "tests" / "pyro_models" / "conf"
 SEARCH_PATH = f"hydra.searchpath=[file://{CONF}]"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: one thread is several times faster than two on a shared 2-core machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def settings_of(name: str, steps: int | None = None) -> list[str]:

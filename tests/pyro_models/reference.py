@@ -15,6 +15,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+import pyro
+
 from tests.pyro_models import MODELS
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -55,11 +57,13 @@ def reference(name: str) -> Callable[..., dict[str, Any]]:
 
 
 def run(name: str, seed: int = 0, **options: Any) -> dict[str, Any]:
-    """Model ``name``'s reference loop at its ``SETTINGS`` (``options`` override steps, lr, ...)."""
+    """Model ``name``'s reference loop at its ``SETTINGS`` (``options`` override steps, lr, ...), with Pyro's
+    global parameter store as a plain Pyro user has it, whatever an earlier test in the process set."""
     settings = {key: SETTINGS[name][key] for key in ("steps", "lr")}
     if "betas" in reference(name).__kwdefaults__:
         settings["betas"] = SETTINGS[name]["betas"]
-    return reference(name)(seed=seed, **{**settings, **options})
+    with pyro.settings.context(module_local_params=False):
+        return reference(name)(seed=seed, **{**settings, **options})
 
 
 def _short(value: Any, width: int = 200) -> str:
