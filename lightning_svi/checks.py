@@ -208,18 +208,13 @@ def check_trainer(trainer: DictConfig) -> None:
     require_int("trainer.num_nodes", trainer.get("num_nodes", 1), 1)
 
 
-def check_data(data: DictConfig, model: ModelSpec | None, model_target: str) -> None:
+def check_data(data: DictConfig, model: ModelSpec | None) -> None:
     if OmegaConf.is_missing(data, "path"):
         raise ConfigError(
             "data.path is not set: data=file reads a data file, data.path=FILE (CSV, Parquet, .npz or .pt)."
         )
     if data.get("_target_") is not None and data.get("path") is not None:
         require_file(Path(data.path), "columns (CSV, Parquet) or named arrays (.npz, .pt)")
-    if data.get("_target_") is None and model is None and data.get("path") is None:
-        raise ConfigError(
-            f"model._target_={model_target} brings no data set: give one with data=file data.path=FILE "
-            "(CSV, Parquet, .npz or .pt; its columns become the model's arguments) or data._target_=YOUR.DataModule."
-        )
     require_int("data.batch_size", data.get("batch_size"), 1, optional=True)
     require_int("data.seed", data.get("seed", 0), 0)
     require_int("data.num_workers", data.get("num_workers", 0), 0)
@@ -272,7 +267,7 @@ def check_config(cfg: DictConfig) -> None:
     check_no_trainer_components(cfg.trainer)
     check_callbacks(cfg.get("callbacks"))
     check_component_group("logger", cfg.get("logger"))
-    check_data(cfg.data, model, cfg.model._target_)
+    check_data(cfg.data, model)
     require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
     require_bool("compile.enabled", cfg.compile.enabled)
     require_choice("compile.backend", cfg.compile.backend, COMPILE_BACKENDS)

@@ -3,6 +3,7 @@ callbacks, logger, trainer, fit."""
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Any
 import pyro
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pyro.infer.util import is_validation_enabled
 from pytorch_lightning.callbacks import EarlyStopping, ProgressBar
@@ -24,7 +25,7 @@ from lightning_svi.callbacks.hparams import run_hparams
 from lightning_svi.callbacks.logging import EarlyStoppingChecks
 from lightning_svi.callbacks.rank_state import RankStateDump
 from lightning_svi.checkpoint_io import AtomicCheckpointIO
-from lightning_svi.data.datamodule import TensorDataModule, load_data
+from lightning_svi.data.datamodule import FileDataModule, TensorDataModule, load_data
 from lightning_svi.errors import ConfigError, UserInputError
 from lightning_svi.estimators import build_estimator
 from lightning_svi.models.base import SVIModel
@@ -33,7 +34,7 @@ from lightning_svi.optim import build_after_step
 from lightning_svi.positive_transform import positive_as_exp
 from lightning_svi.programs.build import build_guide, build_model, guide_name, pair_programs
 from lightning_svi.resume import checkpoint_to_resume
-from lightning_svi.targets import check_target, constructing, parameters, target_name
+from lightning_svi.targets import check_target, constructing, locate, parameters, target_name
 from lightning_svi.targets import options as target_options
 
 # A checkpoint written after step n is meant to hold the state after n updates, which is what
@@ -62,18 +63,16 @@ def pyro_settings_restored() -> Iterator[None]:
         pyro.enable_validation(validation)
 
 
-def builtin_model_class(cfg: DictConfig) -> type[SVIModel] | None:
-    """The built-in ``SVIModel`` class ``model._target_`` names (it brings its own data), else None."""
-    target = cfg.model.get("_target_")
-    if not isinstance(target, str) or not target.startswith("lightning_svi."):
-        return None
-    model_class = get_class(target)
-    return model_class if issubclass(model_class, SVIModel) else None
+def svi_model_class(cfg: DictConfig) -> type[SVIModel] | None:
+    """The ``SVIModel`` class ``model._target_`` names (a built-in model, or one written for the
+    framework: it brings its own data set and CSV spec), else None (any other Pyro program)."""
+    model_class = locate(cfg.model._target_, "model")
+    return model_class if inspect.isclass(model_class) and issubclass(model_class, SVIModel) else None
 
 
 def build_datamodule(cfg: DictConfig, table: dict[str, list[float]] | None = None) -> TensorDataModule:
-    """``data._target_`` (a reader of data files, or the user's own DataModule); else a built-in
-    model's embedded data set or its CSV file (``data.path``)."""
+    """``data._target_`` (a reader of data files, or the user's own DataModule); else an ``SVIModel``'s
+    embedded data set or its CSV file; else the data file ``data.path`` read as ``data=file`` does."""
     if cfg.data.get("_target_"):
         try:
             return instantiate(cfg.data)
@@ -83,7 +82,11 @@ def build_datamodule(cfg: DictConfig, table: dict[str, list[float]] | None = Non
                 raise error.__cause__ from None
             reason = str(error.__cause__ or error).strip().splitlines()[0]
             raise ConfigError(f"data: {cfg.data._target_}(...) failed: {reason}") from None
-    model_class = builtin_model_class(cfg)
+    model_class = svi_model_class(cfg)
+    if model_class is None and cfg.data.get("path") is not None:
+        return FileDataModule(
+            cfg.data.path, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed
+        )
     if model_class is None:
         raise ConfigError(
             f"model._target_={cfg.model._target_} brings no data set: give one with data=file data.path=FILE "

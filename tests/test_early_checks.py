@@ -26,7 +26,6 @@ EARLY_REFUSALS = [
     (["guide=custom"], "guide: no guide given; with guide=custom set guide._target_=my_file.guide"),
     (["guide.kind=wishful"], "guide.kind='wishful': unknown; allowed values are full, empty"),
     (["data=file"], "data.path is not set: data=file reads a data file"),
-    (["model=custom", "model._target_=textwrap.indent"], "model._target_=textwrap.indent brings no data set"),
     (["optim._target_=torhc.optim.Adam"], "optim._target_=torhc.optim.Adam: cannot be imported (No module named"),
     (["optim.scheduler=5"], "optim.scheduler=5: must be null or a mapping with a _target_"),
     (["optim.after_step=no_such_module.clip"], "optim.after_step=no_such_module.clip: cannot be imported (No module"),
@@ -48,6 +47,7 @@ EARLY_REFUSALS = [
 # Components named by a _target_, checked against their signature and built once: torch and Pyro are
 # imported for them (after every torch-free check), Lightning is not.
 COMPONENT_REFUSALS = [
+    (["model=custom", "model._target_=textwrap.indent"], "model._target_=textwrap.indent brings no data set"),
     (
         ["guide=normal", "+guide.init_scael=0.1"],
         "guide.init_scael=0.1: pyro.infer.autoguide.AutoNormal takes no argument",

@@ -213,8 +213,15 @@ def pair_programs(model: nn.Module, guide: nn.Module) -> None:
 
 
 def check_programs(cfg: DictConfig) -> None:
-    """The model's and guide's ``_target_`` import and take the node's keys: checked before training starts."""
+    """The model's and guide's ``_target_`` import and take the node's keys, and a model that brings no
+    data of its own is given some: checked before training starts."""
     model_class = _load(cfg.model, "model", supplied=("num_data",))
+    brings_data = inspect.isclass(model_class) and issubclass(model_class, SVIModel)
+    if not brings_data and cfg.data.get("_target_") is None and cfg.data.get("path") is None:
+        raise ConfigError(
+            f"model._target_={cfg.model._target_} brings no data set: give one with data=file data.path=FILE "
+            "(CSV, Parquet, .npz or .pt; its columns become the model's arguments) or data._target_=YOUR.DataModule."
+        )
     guide = cfg.guide
     if guide.get("_target_") is not None:
         _load(guide, "guide", supplied=("model", "create_plates"))
