@@ -9,22 +9,15 @@ from __future__ import annotations
 import csv
 import importlib
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pyro
 import pytest
 import torch
 
-# `python -m pytest` puts the repository on sys.path, a bare `pytest` does not: the fixtures are `tests.pyro_models`.
-REPO = str(Path(__file__).resolve().parents[1])
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from tests.pyro_models import MODELS, coin, gmm, hmm, regression, vae  # noqa: E402
-from tests.pyro_models.make_files import file_name, write_files  # noqa: E402
-from tests.pyro_models.reference import overrides, run  # noqa: E402
+from tests.pyro_models import MODELS, coin, gmm, hmm, regression, vae
+from tests.pyro_models.make_files import file_name, write_files
+from tests.pyro_models.reference import overrides, run
 
 
 @pytest.fixture(autouse=True)
