@@ -14,6 +14,13 @@ from torch.utils.tensorboard.summary import histogram
 from lightning_svi import event_crc
 
 
+def finite_elements(values: torch.Tensor) -> torch.Tensor:
+    """The finite elements of ``values``, on the host: what a histogram of a diverging tensor can show
+    (TensorBoard raises "The histogram is empty" on NaN or infinite values)."""
+    values = values.detach().float().cpu().flatten()
+    return values[torch.isfinite(values)]
+
+
 class BufferedTensorBoardLogger(TensorBoardLogger):
     """TensorBoard's event writer hands every event to a writer thread; waking it for each of the
     several events of a logging step (GIL hand-offs) cost more than a small model's step. Here a
@@ -38,8 +45,11 @@ class BufferedTensorBoardLogger(TensorBoardLogger):
         self._add(step, [Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()])
 
     def add_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        finite = finite_elements(values)
+        if finite.numel() == 0:
+            return  # TensorBoard refuses an empty histogram; the divergence guard speaks for a non-finite tensor
         bins = self.experiment.default_bins  # what SummaryWriter.add_histogram uses for "tensorflow"
-        self._add(step, list(histogram(tag, values.detach().float().cpu(), bins).value))
+        self._add(step, list(histogram(tag, finite, bins).value))
 
     def _add(self, step: int, values: list[Summary.Value]) -> None:
         self._pending.setdefault(step, []).extend(values)

@@ -58,3 +58,14 @@ def test_a_flush_of_many_steps_fits_the_writer_queue_and_every_step_is_written(t
         logger.add_scalars({"a": float(step)}, step=step)
     logger.save()
     assert read_scalars(tmp_path)["a"] == [(step, float(step)) for step in range(1, 1001)]
+
+
+def test_a_histogram_of_a_diverging_tensor_shows_its_finite_elements_and_never_raises(tmp_path: Path) -> None:
+    """TensorBoard raises "The histogram is empty" on NaN and infinity (optim.lr=1e3 ended in that traceback):
+    the loggers draw what is finite, and nothing when nothing is; the divergence guard decides the run."""
+    logger = BufferedTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="", flush_seconds=3600)
+    logger.add_histogram("h", torch.tensor([1.0, float("nan"), float("inf"), 3.0]), step=1)
+    logger.add_histogram("h", torch.full((5,), float("nan")), step=2)
+    logger.finalize("success")
+    (histogram,) = read_events(tmp_path).Histograms("h")
+    assert histogram.step == 1 and histogram.histogram_value.num == 2 and histogram.histogram_value.max == 3.0

@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger
+from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger, finite_elements
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -163,8 +163,8 @@ def log_tensor(
         for logger in trainer.loggers:
             if isinstance(logger, BufferedTensorBoardLogger):
                 logger.add_histogram(tag, value, step)
-            elif isinstance(logger, TensorBoardLogger):  # Lightning's own, named by a user's logger config
-                logger.experiment.add_histogram(tag, value.detach().float().cpu(), step)
+            elif isinstance(logger, TensorBoardLogger) and (finite := finite_elements(value)).numel():
+                logger.experiment.add_histogram(tag, finite, step)  # Lightning's own, named by a user's config
     return tensor_scalars(tag, value, max_elements)
 
 
