@@ -41,10 +41,6 @@ class Inputs:
             {argument: batch[column] for argument, column in self.kwargs.items()},
         )
 
-    def describe(self) -> str:
-        shown = [*self.args, *(f"{argument}={column}" for argument, column in self.kwargs.items())]
-        return f"({', '.join(shown)})"
-
 
 def _signature(program: Callable[..., Any]) -> inspect.Signature | None:
     target = program.forward if isinstance(program, torch.nn.Module) else program
