@@ -14,3 +14,10 @@ class ConfigError(UserInputError):
 
 class DataError(UserInputError):
     """A data file that is missing, unreadable or violates the model's table spec."""
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: first line of its message``: how an error from library or user code is quoted in a
+    one-line refusal or a ``summary.json`` entry."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -34,6 +34,8 @@ from pyro.poutine import Trace
 from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from pyro.poutine.util import site_is_subsample
 
+from lightning_svi.errors import one_line
+
 Batch = dict[str, torch.Tensor]
 
 QUANTILES = (0.05, 0.95)
@@ -50,11 +52,6 @@ CHECK_ROWS = 500  # data rows of the posterior predictive check
 # 784-pixel images (3.6 million numbers a draw) took 8 minutes; on 568 rows, a seventh of that.
 DRAWN_ELEMENTS = 500_000_000
 EXACT_SAMPLES = 20_000
-
-
-def error_line(error: BaseException) -> str:
-    """``Type: first line of the message``, for a summary entry."""
-    return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 def _is_observed(site: dict) -> bool:
@@ -576,11 +573,11 @@ def posterior_summary(
             try:
                 summary.update(part())
             except Exception as error:  # one part failing leaves the others
-                summary.update({name: {"error": error_line(error)} for name in names})
+                summary.update({name: {"error": one_line(error)} for name in names})
         try:
             exact = _exact_posterior(model, data)
         except Exception as error:
-            exact, exact_error = {}, error_line(error)
+            exact, exact_error = {}, one_line(error)
         else:
             exact_error = None
         for name in sites.latent:
@@ -594,5 +591,5 @@ def posterior_summary(
                     kept = torch.as_tensor(entry["mean"]).numel()
                     entry["exact"] = describe_exact(exact[name], sites.latent[name], kept)
                 except Exception as error:
-                    entry["exact"] = {"error": error_line(error)}
+                    entry["exact"] = {"error": one_line(error)}
     return summary

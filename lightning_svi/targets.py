@@ -16,9 +16,11 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lightning_svi.errors import ConfigError
+from lightning_svi.errors import ConfigError, UserInputError, one_line
 
 # Hydra's own keys: _target_, _partial_, _convert_, _recursive_, _args_.
 HYDRA_KEY = re.compile(r"_\w+_")
@@ -87,7 +89,7 @@ def locate(target: str, key: str, label: str | None = None) -> Any:
                 raise ConfigError(f"{label}={target}: cannot be imported ({missing}).") from missing
             error = missing
         except Exception as failure:
-            raise ConfigError(f"{label}={target}: cannot be imported ({_one_line(failure)}).") from failure
+            raise ConfigError(f"{label}={target}: cannot be imported ({one_line(failure)}).") from failure
     if module is None:
         raise ConfigError(f"{label}={target}: cannot be imported ({error}).")
     found = module
@@ -167,10 +169,23 @@ def constructing(node: Any, key: str, framework_keys: Collection[str] = ()) -> I
         raise construction_error(node, key, error, framework_keys) from error
 
 
+def instantiated(node: Any, key: str, framework_keys: Collection[str] = (), **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)`` that fails in one line: the component's own ``UserInputError``
+    (a data module refusing its file) as it is, anything else as ``construction_error``. Hydra wraps
+    what the target raises in an ``InstantiationException`` that names neither the key nor the value."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as wrapped:
+        error = wrapped.__cause__ or wrapped
+        if isinstance(error, UserInputError):
+            raise error from None
+        raise construction_error(node, key, error, framework_keys) from None
+
+
 def construction_error(node: Any, key: str, error: Exception, framework_keys: Collection[str] = ()) -> ConfigError:
     given = options(node, framework_keys)
     target = node.get("_target_") if isinstance(node, Mapping) or OmegaConf.is_dict(node) else None
-    reason = _one_line(error)
+    reason = one_line(error)
     named = [name for name in given if _names(reason, name)]
     if len(named) == 1:
         name = named[0]
@@ -184,8 +199,3 @@ def _names(message: str, option: str) -> bool:
     lower = message.lower()
     words = {option, option.rstrip("s"), option.replace("_", " "), *_OPTION_WORDS.get(option, ())}
     return any(re.search(rf"\b{re.escape(word.lower())}\b", lower) for word in words if len(word) > 1)
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

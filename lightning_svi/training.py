@@ -12,7 +12,6 @@ from typing import Any
 
 import pyro
 import pytorch_lightning as pl
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pyro.infer.util import is_validation_enabled
@@ -26,7 +25,7 @@ from lightning_svi.callbacks.logging import EarlyStoppingChecks
 from lightning_svi.callbacks.rank_state import RankStateDump
 from lightning_svi.checkpoint_io import AtomicCheckpointIO
 from lightning_svi.data.datamodule import FileDataModule, TensorDataModule, load_data
-from lightning_svi.errors import ConfigError, UserInputError
+from lightning_svi.errors import ConfigError
 from lightning_svi.estimators import build_estimator
 from lightning_svi.models.base import SVIModel
 from lightning_svi.module import SVIModule
@@ -34,7 +33,7 @@ from lightning_svi.optim import build_after_step
 from lightning_svi.positive_transform import positive_as_exp
 from lightning_svi.programs.build import build_guide, build_model, guide_name, pair_programs
 from lightning_svi.resume import checkpoint_to_resume
-from lightning_svi.targets import check_target, constructing, locate, parameters, target_name
+from lightning_svi.targets import check_target, constructing, instantiated, locate, parameters, target_name
 from lightning_svi.targets import options as target_options
 
 # A checkpoint written after step n is meant to hold the state after n updates, which is what
@@ -74,14 +73,7 @@ def build_datamodule(cfg: DictConfig, table: dict[str, list[float]] | None = Non
     """``data._target_`` (a reader of data files, or the user's own DataModule); else an ``SVIModel``'s
     embedded data set or its CSV file; else the data file ``data.path`` read as ``data=file`` does."""
     if cfg.data.get("_target_"):
-        try:
-            return instantiate(cfg.data)
-        except InstantiationException as error:
-            # The data module's own refusal of its file (a DataError) reaches the user as it is.
-            if isinstance(error.__cause__, UserInputError):
-                raise error.__cause__ from None
-            reason = str(error.__cause__ or error).strip().splitlines()[0]
-            raise ConfigError(f"data: {cfg.data._target_}(...) failed: {reason}") from None
+        return instantiated(cfg.data, "data")
     model_class = svi_model_class(cfg)
     if model_class is None and cfg.data.get("path") is not None:
         return FileDataModule(

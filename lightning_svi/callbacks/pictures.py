@@ -9,8 +9,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_svi.callbacks.logging import log_figure, untouched_rng
+from lightning_svi.errors import one_line
 from lightning_svi.models.base import Batch
-from lightning_svi.posterior import error_line
 
 PICTURE_TAG = "posterior/picture"
 
@@ -53,5 +53,5 @@ class PosteriorPictureLogger(pl.Callback):
         except Exception as error:  # a picture must never end a training run
             # Drawing or rendering failed (a model whose default picture cannot run, a figure
             # matplotlib cannot render): no more pictures, training goes on.
-            rank_zero_warn(f"posterior pictures turned off: {error_line(error)}")
+            rank_zero_warn(f"posterior pictures turned off: {one_line(error)}")
             self.every_n_steps = None

@@ -23,9 +23,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from lightning_svi.callbacks.evidence import log_evidence
 from lightning_svi.callbacks.logging import StepLogger, as_floats
 from lightning_svi.callbacks.non_finite import TrainingDiverged
-from lightning_svi.errors import UserInputError
+from lightning_svi.errors import UserInputError, one_line
 from lightning_svi.models.base import Batch
-from lightning_svi.posterior import error_line, posterior_summary
+from lightning_svi.posterior import posterior_summary
 
 FINAL_KEYS = ("loss", "elbo", "log_p", "log_q")
 
@@ -187,7 +187,7 @@ class RunSummary(StepLogger):
             summary = posterior_summary(pl_module.model, pl_module.guide, data)
             return {site: to_json_tree(values) for site, values in summary.items()}
         except Exception as error:  # e.g. a model that cannot run on its full data at once
-            return {"error": error_line(error)}
+            return {"error": one_line(error)}
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
         loop_seconds = (self.last_step_at or 0.0) - (self.first_step_at or 0.0)

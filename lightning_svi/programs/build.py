@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pyro import poutine
@@ -41,7 +40,7 @@ from lightning_svi.guides import EmptyGuide, is_enumerated
 from lightning_svi.models.base import SVIModel
 from lightning_svi.programs.inputs import resolve_inputs
 from lightning_svi.programs.program import PyroProgram
-from lightning_svi.targets import check_target, constructing
+from lightning_svi.targets import check_target, constructing, instantiated
 
 FRAMEWORK_KEYS = ("data_args", "data_kwargs", "method", "kind", "block")
 
@@ -85,11 +84,7 @@ def _construct(node: DictConfig, target: Any, key: str, **extra: Any) -> Any:
             if name not in ("_target_", "_partial_")
         }
         return functools.partial(target, **bound) if bound else target
-    with constructing(node, key, FRAMEWORK_KEYS):
-        try:
-            return instantiate(options, **extra)
-        except InstantiationException as error:
-            raise error.__cause__ or error from None
+    return instantiated(options, key, FRAMEWORK_KEYS, **extra)
 
 
 def _program(source: Any, method: str | None, key: str) -> Callable[..., Any]:

@@ -88,6 +88,7 @@ class PyroProgram(nn.Module):
         self.data_plate = data_plate
         self.frozen = False
         self._router = ParamRouter(self)
+        self._scales: dict[int, MinibatchScale] = {}
         self._partner: tuple[PyroProgram, ...] = ()  # a tuple: not registered as a submodule
 
     def pair_with(self, partner: PyroProgram) -> None:
@@ -103,9 +104,16 @@ class PyroProgram(nn.Module):
         rows = len(batch["index"]) if "index" in batch else self.num_rows
         with self._router:
             if rows < self.num_rows:
-                with MinibatchScale(rows, self.num_rows, self.data_plate):
+                with self._minibatch_scale(rows):
                     return self.program(*args, **kwargs)
             return self.program(*args, **kwargs)
+
+    def _minibatch_scale(self, rows: int) -> MinibatchScale:
+        """One messenger per batch size, made once: every step of a run sees the same size or two."""
+        scale = self._scales.get(rows)
+        if scale is None:
+            scale = self._scales[rows] = MinibatchScale(rows, self.num_rows, self.data_plate)
+        return scale
 
     @property
     def identity(self) -> str:

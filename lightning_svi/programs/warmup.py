@@ -14,15 +14,11 @@ from pyro import poutine
 from pyro.infer import ELBO
 from pyro.poutine.util import site_is_subsample
 
-from lightning_svi.errors import ConfigError, UserInputError
+from lightning_svi.errors import ConfigError, UserInputError, one_line
 from lightning_svi.estimators import explain_vectorization_error
 from lightning_svi.programs.inputs import ROW_INDEX, Batch
 from lightning_svi.programs.program import PyroProgram
 from lightning_svi.programs.sides import ParameterSides, split_sides
-
-
-def _first_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
 
 
 def first_loss(svi: torch.nn.Module, estimator: ELBO, batch: Batch, validate: bool) -> None:
@@ -39,7 +35,7 @@ def first_loss(svi: torch.nn.Module, estimator: ELBO, batch: Batch, validate: bo
         message = str(error)
         refused = validate and "Expected" in message and ("support" in message or "constraint" in message)
         hint = " Pyro's checks of the data failed; validate_first_step=false turns them off." if refused else ""
-        raise ConfigError(f"the first SVI step failed: {_first_line(error)}.{hint}") from error
+        raise ConfigError(f"the first SVI step failed: {one_line(error)}.{hint}") from error
 
 
 def freeze_programs(*modules: torch.nn.Module) -> None:
