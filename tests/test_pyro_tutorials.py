@@ -135,7 +135,9 @@ def test_a_user_runs_a_tutorial_from_the_command_line_and_resumes_it_exactly(tmp
         cwd=tmp_path,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert read_summary(tmp_path / "second")["phi"] == read_summary(tmp_path / "straight")["phi"]
+    resumed_summary = read_summary(tmp_path / "second")
+    assert resumed_summary["phi"] == read_summary(tmp_path / "straight")["phi"]
+    assert resumed_summary["steps"] == 40 and resumed_summary["status"] == "completed"
     assert json.loads((tmp_path / "straight" / "summary.json").read_text())["steps"] == 40
 
 

@@ -177,3 +177,17 @@ def test_final_averages_the_logged_steps_of_the_runs_last_five_percent(train_in_
     logged = read_scalars(tmp_path / "run")["train/loss"]
     assert [step for step, _ in logged[-3:]] == [58, 59, 60]  # 5 % of 60 steps
     assert final["loss"] == pytest.approx(sum(value for _, value in logged[-3:]) / 3, rel=1e-5)
+
+
+def test_parameters_up_to_a_thousand_elements_are_listed_and_larger_ones_summarised() -> None:
+    import torch
+
+    from lightning_svi.callbacks.summary import LISTED_ELEMENTS, parameter_json
+
+    assert parameter_json(torch.tensor(2.5)) == 2.5
+    assert parameter_json(torch.arange(4.0).reshape(2, 2)) == [[0.0, 1.0], [2.0, 3.0]]
+    assert len(parameter_json(torch.zeros(LISTED_ELEMENTS))) == LISTED_ELEMENTS
+    weights = parameter_json(torch.arange(2000.0).reshape(40, 50))  # a network's weight matrix
+    assert weights["shape"] == [40, 50] and weights["mean"] == pytest.approx(999.5)
+    assert (weights["min"], weights["max"]) == (0.0, 1999.0)
+    assert weights["sd"] == pytest.approx(torch.arange(2000.0).std().item())
