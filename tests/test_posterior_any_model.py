@@ -22,6 +22,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from lightning_svi.callbacks.summary import to_json_tree
+from lightning_svi.guides import is_enumerated
 from lightning_svi.models.beta_binomial import BetaBinomial
 from lightning_svi.posterior import enumerated_marginals, posterior_summary
 from tests.conftest import exact_beta_binomial_guide as exact_guide
@@ -29,8 +30,13 @@ from tests.conftest import exact_beta_binomial_guide as exact_guide
 REPO = Path(__file__).resolve().parents[1]
 
 
-def hide_enumerated(site: dict) -> bool:
-    return site["infer"].get("enumerate") == "parallel"
+def mixture_and_guide(points: torch.Tensor) -> tuple[Mixture, autoguide.AutoDelta, dict[str, torch.Tensor]]:
+    """The mixture over ``points`` and its AutoDelta over the globals, created on the data."""
+    data = rows(len(points), x=points)
+    model = Mixture(len(points))
+    guide = autoguide.AutoDelta(poutine.block(model, hide_fn=is_enumerated))
+    guide(data)
+    return model, guide, data
 
 
 def rows(num_rows: int, **columns: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -158,11 +164,7 @@ def test_a_regression_that_does_not_vectorize_is_drawn_sequentially() -> None:
 
 
 def test_an_enumerated_mixture_has_assignment_probabilities() -> None:
-    points = torch.cat([torch.linspace(-4.0, -2.0, 30), torch.linspace(2.0, 4.0, 30)])
-    data = rows(60, x=points)
-    model = Mixture(60)
-    guide = autoguide.AutoDelta(poutine.block(model, hide_fn=hide_enumerated))
-    guide(data)
+    model, guide, data = mixture_and_guide(torch.cat([torch.linspace(-4.0, -2.0, 30), torch.linspace(2.0, 4.0, 30)]))
     with torch.no_grad():  # a guide that has found the two clusters
         guide.locs_unconstrained.copy_(torch.tensor([-3.0, 3.0]))
         guide.scale_unconstrained.fill_(0.0)
@@ -173,7 +175,7 @@ def test_an_enumerated_mixture_has_assignment_probabilities() -> None:
     probs = torch.tensor(summary["assignment"]["probs"])
     assert probs.shape == (60, 2)
     torch.testing.assert_close(probs.sum(-1), torch.ones(60, dtype=probs.dtype))
-    assert (probs.argmax(-1) == (points > 0).long()).all()
+    assert (probs.argmax(-1) == (data["x"] > 0).long()).all()
     assert_checked(summary["obs"], 60)
 
 
@@ -182,7 +184,7 @@ def test_an_hmm_enumerated_inside_a_plate_of_sequences() -> None:
     sequences = torch.randn(12, 5, generator=generator) + 3.0 * (torch.arange(5) % 2)
     data = rows(12, sequences=sequences)
     model = HiddenMarkov(12)
-    guide = autoguide.AutoNormal(poutine.block(model, hide_fn=hide_enumerated))
+    guide = autoguide.AutoNormal(poutine.block(model, hide_fn=is_enumerated))
     guide(data)
     summary = to_json_tree(posterior_summary(model, guide, data, num_samples=100))
     assert_summarised(summary["probs_x"], (2, 2))
@@ -237,11 +239,7 @@ def test_large_sites_summarise_a_bounded_number_of_elements_and_say_so() -> None
 
 
 def test_the_gmm_picture_helper_keeps_its_signature() -> None:
-    points = torch.cat([torch.linspace(-4.0, -2.0, 10), torch.linspace(2.0, 4.0, 10)])
-    data = rows(20, x=points)
-    model = Mixture(20)
-    guide = autoguide.AutoDelta(poutine.block(model, hide_fn=hide_enumerated))
-    guide(data)
+    model, guide, data = mixture_and_guide(torch.cat([torch.linspace(-4.0, -2.0, 10), torch.linspace(2.0, 4.0, 10)]))
     probs = enumerated_marginals(model, guide, data, num_samples=10, plates=1)["assignment"]
     assert probs.shape == (20, 2)
 
