@@ -10,7 +10,7 @@ from typing import NoReturn
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from lightning_svi.checks import check_components, check_config, read_data_file
+from lightning_svi.config.checks import check_config, read_data_file
 from lightning_svi.errors import UserInputError
 
 EXIT_BAD_INPUT = 2
@@ -30,14 +30,16 @@ def run(cfg: DictConfig) -> float | None:
     try:
         check_config(cfg)
         table = read_data_file(cfg)
+        from lightning_svi.training.components import check_components
+
         check_components(cfg)  # imports torch and Pyro: after every torch-free check
     except UserInputError as error:
         _fail(str(error), EXIT_BAD_INPUT)
     # Heavy imports (torch, Pyro, Lightning) only once the config and the data file are known to be sound.
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from lightning_svi.callbacks import TrainingDiverged
-    from lightning_svi.training import train
+    from lightning_svi.checkpointing.divergence_guard import TrainingDiverged
+    from lightning_svi.training.run import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:

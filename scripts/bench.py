@@ -106,7 +106,7 @@ def model_options(cfg: DictConfig) -> dict:
 
 def setting_data(cfg: DictConfig) -> dict[str, torch.Tensor]:
     """The data lightning-svi trains on under ``cfg``: the model's synthetic data set."""
-    from lightning_svi.training import build_datamodule
+    from lightning_svi.training.run import build_datamodule
 
     data = build_datamodule(cfg).full_batch()
     return {name: column for name, column in data.items() if name != "index"}
@@ -180,7 +180,7 @@ def plain_pyro_rate(setting: Setting, run: RunOptions, validate: bool = True) ->
 
 
 def lightning_svi_rate(overrides: tuple[str, ...], setting: Setting, run: RunOptions) -> Measurement:
-    from lightning_svi.training import train
+    from lightning_svi.training.run import train
 
     cfg = compose_setting(
         setting,

@@ -67,8 +67,8 @@ def type2_mle(config: DictConfig) -> tuple[dict[str, float], float] | None:
     closed form."""
     from hydra.utils import get_class, instantiate
 
+    from lightning_svi.analysis.type2_mle import type2_maximum_likelihood
     from lightning_svi.data.datamodule import load_data
-    from lightning_svi.type2_mle import type2_maximum_likelihood
 
     model_class = get_class(config.model._target_)
     synthetic = OmegaConf.to_container(config.data.synthetic) if config.data.get("synthetic") else None

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lightning_svi.tensorboard_server import tensorboard_server
+from scripts.tensorboard_server import tensorboard_server
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = [

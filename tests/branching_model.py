@@ -7,8 +7,8 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
-from lightning_svi.data.table import TableSpec
-from lightning_svi.models.base import Batch, SVIModel
+from lightning_svi.config.table import TableSpec
+from lightning_svi.core.svi_model import Batch, SVIModel
 
 
 class BranchingModel(SVIModel):

@@ -28,7 +28,7 @@ def compose_config(*overrides: str) -> DictConfig:
 @pytest.fixture
 def train_in_process(tmp_path: Path) -> Callable[..., dict[str, Any]]:
     """Train a composed config into ``tmp_path/run`` (or ``run_dir``) and return its summary."""
-    from lightning_svi.training import train
+    from lightning_svi.training.run import train
 
     def run(*overrides: str, run_dir: Path | None = None) -> dict[str, Any]:
         return train(compose_config(*overrides), run_dir or tmp_path / "run")
@@ -60,7 +60,7 @@ def guide_of_kind(kind: str, model: Any, **options: Any) -> Any:
     """The guide that ``guide=KIND`` builds for a built-in ``model``, from the shipped YAML."""
     from omegaconf import OmegaConf
 
-    from lightning_svi.programs.build import BuiltModel, build_guide
+    from lightning_svi.core.programs.build import BuiltModel, build_guide
 
     node = OmegaConf.merge(OmegaConf.load(CONF_DIR / "guide" / f"{kind}.yaml"), options)
     return build_guide(node, BuiltModel(model, model, model.name), columns=[], num_rows=model.num_data)

@@ -34,7 +34,7 @@ def test_elbo_of_the_exact_posterior_equals_the_log_evidence() -> None:
 
 
 def test_csv_outcomes_must_be_zero_or_one(tmp_path) -> None:
-    from lightning_svi.data.table import read_table
+    from lightning_svi.config.table import read_table
     from lightning_svi.errors import DataError
 
     path = tmp_path / "flips.csv"

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from lightning_svi.callbacks.group import CallbackGroup
-from lightning_svi.callbacks.logging import StepLogger
+from lightning_svi.logging.step_logger import StepLogger
+from lightning_svi.training.callback_group import CallbackGroup
 
 
 class Recorder(pl.Callback):

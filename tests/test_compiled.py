@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_svi.compiled import CompileError
+from lightning_svi.compile.compiled_step import CompileError
 from lightning_svi.models.beta_binomial import BetaBinomial
 from tests.conftest import read_scalars
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lightning_svi.config.targets import check_target, target_name
 from lightning_svi.errors import ConfigError
-from lightning_svi.targets import check_target, target_name
 from tests.conftest import CONF_DIR, compose_config
 
 SHORT = ["trainer.max_steps=20", "trainer.log_every_n_steps=5"]
@@ -28,7 +28,8 @@ def _shipped(group: str) -> list[str]:
 @pytest.mark.parametrize("elbo", _shipped("elbo"))
 @pytest.mark.parametrize("optim", _shipped("optim"))
 def test_every_shipped_estimator_optimizer_and_schedule_passes_the_checks(elbo: str, optim: str) -> None:
-    from lightning_svi.checks import check_components, check_config
+    from lightning_svi.config.checks import check_config
+    from lightning_svi.training.components import check_components
 
     for scheduler in [None, *_shipped("optim/scheduler")]:
         chosen = [] if scheduler is None else [f"optim/scheduler={scheduler}"]
@@ -39,7 +40,7 @@ def test_every_shipped_estimator_optimizer_and_schedule_passes_the_checks(elbo: 
 
 @pytest.mark.parametrize("logger", _shipped("logger"))
 def test_every_shipped_callback_and_logger_takes_the_keys_of_its_node(logger: str) -> None:
-    from lightning_svi.training import RUN_TIME_ARGUMENTS
+    from lightning_svi.training.run import RUN_TIME_ARGUMENTS
 
     cfg = compose_config(f"logger={logger}")
     for group in ("callbacks", "logger"):
@@ -71,7 +72,7 @@ def beta_binomial() -> tuple:
     ],
 )
 def test_each_shipped_elbo_is_built_as_its_recording_variant(short_name: str, recorded_as: str) -> None:
-    from lightning_svi.estimators import RecordsTraces, build_estimator
+    from lightning_svi.core.estimators import RecordsTraces, build_estimator
 
     elbo_cfg = compose_config(f"elbo={short_name}").elbo
     estimator = build_estimator(elbo_cfg)
@@ -82,7 +83,7 @@ def test_each_shipped_elbo_is_built_as_its_recording_variant(short_name: str, re
 
 
 def test_a_pyro_elbo_the_project_does_not_ship_records_its_traces(beta_binomial: tuple) -> None:
-    from lightning_svi.estimators import build_estimator
+    from lightning_svi.core.estimators import build_estimator
 
     model, guide, batch = beta_binomial
     estimator = build_estimator({"_target_": "pyro.infer.TraceTMC_ELBO", "max_plate_nesting": 1})
@@ -100,7 +101,7 @@ def test_a_pyro_elbo_the_project_does_not_ship_trains_from_the_command_line(trai
 
 
 def test_the_enumeration_warning_stays_off_for_trace_enum_unless_asked(beta_binomial: tuple) -> None:
-    from lightning_svi.estimators import build_estimator
+    from lightning_svi.core.estimators import build_estimator
 
     assert build_estimator({"_target_": "pyro.infer.TraceEnum_ELBO"}).strict_enumeration_warning is False
     asked = {"_target_": "pyro.infer.TraceEnum_ELBO", "strict_enumeration_warning": True}
@@ -118,7 +119,7 @@ def regression(x: torch.Tensor, y: torch.Tensor) -> None:
 def test_a_model_that_fails_only_with_vectorized_particles_is_explained_in_one_line() -> None:
     from pyro.infer.autoguide import AutoNormal
 
-    from lightning_svi.estimators import build_estimator, explain_vectorization_error
+    from lightning_svi.core.estimators import build_estimator, explain_vectorization_error
 
     pyro.clear_param_store()
     x, y = torch.randn(10, 3), torch.randn(10)
@@ -191,7 +192,7 @@ def test_target_name_is_the_class_name() -> None:
 
 def built_callbacks(tmp_path: Path, *overrides: str) -> list:
     from lightning_svi.models.beta_binomial import BetaBinomial
-    from lightning_svi.training import build_callbacks
+    from lightning_svi.training.run import build_callbacks
 
     data = {"index": torch.arange(5), **BetaBinomial.synthetic_data(0, num_groups=5)}
     return build_callbacks(compose_config(*overrides), tmp_path, "beta_binomial", data)
@@ -205,11 +206,13 @@ EARLY_STOP = (
 def test_default_callbacks_keep_their_order_and_lightning_sees_one_group(tmp_path: Path) -> None:
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-    from lightning_svi.callbacks import PosteriorPictureLogger, RunSummary, StepProgressBar
-    from lightning_svi.callbacks.group import CallbackGroup
-    from lightning_svi.callbacks.hparams import HParamsLogger
-    from lightning_svi.callbacks.logging import EarlyStoppingChecks
-    from lightning_svi.training import trainer_callbacks
+    from lightning_svi.logging.hparams import HParamsLogger
+    from lightning_svi.logging.pictures import PosteriorPictureLogger
+    from lightning_svi.logging.progress import StepProgressBar
+    from lightning_svi.logging.step_logger import EarlyStoppingChecks
+    from lightning_svi.logging.summary import RunSummary
+    from lightning_svi.training.callback_group import CallbackGroup
+    from lightning_svi.training.run import trainer_callbacks
 
     callbacks = built_callbacks(tmp_path, EARLY_STOP)
     names = [type(callback).__name__ for callback in callbacks]
@@ -254,8 +257,8 @@ def test_early_stopping_from_the_command_line_stops_a_real_run(train_in_process,
 def test_loggers_by_name_or_several_at_once(tmp_path: Path) -> None:
     from pytorch_lightning.loggers import CSVLogger
 
-    from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger
-    from lightning_svi.training import build_loggers
+    from lightning_svi.logging.tensorboard_logger import BufferedTensorBoardLogger
+    from lightning_svi.training.run import build_loggers
 
     loggers = build_loggers(compose_config("logger=[tensorboard,csv]"), tmp_path)
     assert [type(logger) for logger in loggers] == [BufferedTensorBoardLogger, CSVLogger]

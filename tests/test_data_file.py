@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hydra.utils import get_class
 
-from lightning_svi.checks import read_data_file
+from lightning_svi.config.checks import read_data_file
 from lightning_svi.data.datamodule import load_data
 from tests.conftest import compose_config
 

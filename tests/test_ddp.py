@@ -37,7 +37,7 @@ def rank_states(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A two-process run and a one-process run of the same settings, same global (full) batch."""
-    from lightning_svi.training import train
+    from lightning_svi.training.run import train
 
     base = tmp_path_factory.mktemp("ddp")
     ddp = train_ddp(base, "ddp", *FULL_GUIDE)
@@ -107,7 +107,7 @@ def test_two_processes_reach_the_answer_of_one_within_monte_carlo_error(runs: di
 def deterministic_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """Full batch, delta guide, SGD: 100 steps in two processes and in one, each resumed for 20
     more steps in the other world size, and one process straight to 120 steps."""
-    from lightning_svi.training import train
+    from lightning_svi.training.run import train
 
     base = tmp_path_factory.mktemp("deterministic")
     ddp = train_ddp(base, "ddp", *DETERMINISTIC)

@@ -67,7 +67,7 @@ COMPONENT_REFUSALS = [
     (["optim._target_=torch.optim.Adamm"], "optim._target_=torch.optim.Adamm: cannot be imported (torch.optim has no"),
     (["+optim.foo=1"], "optim.foo=1: torch.optim.Adam takes no argument 'foo'; it takes lr, betas, eps,"),
     (["optim=sgd", "optim.momentum=-0.5"], "optim.momentum=-0.5: refused by torch.optim.SGD (ValueError: Invalid"),
-    (["optim.scheduler.gamma=2"], "optim.scheduler.gamma=2: refused by lightning_svi.optim.exponential_decay"),
+    (["optim.scheduler.gamma=2"], "optim.scheduler.gamma=2: refused by lightning_svi.core.optim.exponential_decay"),
     (
         ["optim/scheduler=cosine", "+optim.scheduler.gamma=0.1"],
         "optim.scheduler.gamma=0.1: torch.optim.lr_scheduler.CosineAnnealingLR takes no argument 'gamma'",

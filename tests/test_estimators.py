@@ -6,7 +6,7 @@ import pyro
 import pytest
 import torch
 
-from lightning_svi.estimators import build_estimator
+from lightning_svi.core.estimators import build_estimator
 from lightning_svi.models.beta_binomial import BetaBinomial
 
 
@@ -36,7 +36,7 @@ def test_negative_loss_is_log_p_minus_log_q_of_the_recorded_traces(
 
 
 def test_empty_guide_has_log_q_zero_and_log_p_includes_the_prior_draw(model_and_batch: tuple) -> None:
-    from lightning_svi.guides import EmptyGuide
+    from lightning_svi.core.guides import EmptyGuide
 
     model, batch = model_and_batch
     estimator = build_estimator("TraceEnum_ELBO")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 
-from lightning_svi import event_crc
-from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger
+from lightning_svi.logging import event_crc
+from lightning_svi.logging.tensorboard_logger import BufferedTensorBoardLogger
 
 
 @pytest.mark.parametrize("length", [0, 1, 8, 63, 64, 65, 700, 3000, 4095, 4096, 4097, 20000])

@@ -11,7 +11,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from lightning_svi.estimators import build_estimator, summed_out_log_density
+from lightning_svi.core.estimators import build_estimator, summed_out_log_density
 from lightning_svi.models.gmm import GaussianMixture
 from tests.conftest import guide_of_kind, read_histogram_tags, read_scalars
 
@@ -167,7 +167,7 @@ def test_training_recovers_the_clusters_and_saves_assignment_probabilities(
 
 def test_the_inverse_cdf_draw_has_the_categorical_probabilities() -> None:
     """The logging-only sampler that stands in for Pyro's Categorical in its backward sampler."""
-    from lightning_svi.estimators import InverseCdfCategorical
+    from lightning_svi.core.estimators import InverseCdfCategorical
 
     torch.manual_seed(0)
     logits = torch.tensor([[0.0, 1.0, 2.0, -math.inf], [5.0, 5.0, -1.0, 0.0]])
@@ -180,7 +180,7 @@ def test_the_inverse_cdf_draw_has_the_categorical_probabilities() -> None:
 
 
 def test_a_long_summed_out_block_is_tagged_by_its_ends_and_size() -> None:
-    from lightning_svi.estimators import marginal_site_name
+    from lightning_svi.core.estimators import marginal_site_name
 
     assert marginal_site_name(["assignment", "x"]) == "marginal(assignment,x)"
     chain = [f"x_{t}" for t in range(150)]  # an HMM's chain: one site per time step

@@ -10,11 +10,11 @@ import torch
 from torch._inductor.decomposition import select_decomp_table
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from lightning_svi.compiled import CompiledSVIStep, _pyro_static_tracing
+from lightning_svi.compile.compiled_step import CompiledSVIStep, _pyro_static_tracing
+from lightning_svi.compile.graph_passes import hoist_elementwise_before_expand
 from lightning_svi.data.datamodule import TensorDataModule
-from lightning_svi.graph_passes import hoist_elementwise_before_expand
 from lightning_svi.models.beta_bernoulli import BetaBernoulli
-from lightning_svi.training import build_module, reset_global_state
+from lightning_svi.training.run import build_module, reset_global_state
 from tests.conftest import compose_config
 
 TRANSCENDENTAL = {torch.ops.aten.log.default, torch.ops.aten.log1p.default, torch.ops.aten.exp.default}

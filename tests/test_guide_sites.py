@@ -9,7 +9,7 @@ import torch
 from pyro.infer import autoguide
 from pyro.nn import PyroModule
 
-from lightning_svi.guide_sites import UNATTACHED, parameters_by_site
+from lightning_svi.analysis.guide_sites import UNATTACHED, parameters_by_site
 from lightning_svi.models.beta_binomial import BetaBinomial
 from tests.conftest import guide_of_kind
 

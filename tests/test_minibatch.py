@@ -9,8 +9,8 @@ import pyro
 import pytest
 import torch
 
+from lightning_svi.core.estimators import build_estimator
 from lightning_svi.data.datamodule import TensorDataModule
-from lightning_svi.estimators import build_estimator
 from lightning_svi.models.beta_binomial import BetaBinomial
 from tests.conftest import guide_of_kind
 

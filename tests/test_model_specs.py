@@ -9,8 +9,8 @@ import pytest
 import yaml
 from hydra.utils import get_class
 
-from lightning_svi.checks import ACCELERATORS
-from lightning_svi.models.specs import BUILTIN_MODELS
+from lightning_svi.config.checks import ACCELERATORS
+from lightning_svi.config.model_specs import BUILTIN_MODELS
 from tests.conftest import CONF_DIR, guide_of_kind
 
 

@@ -9,8 +9,8 @@ import torch
 from pyro.optim.adagrad_rmsprop import AdagradRMSProp
 from pyro.optim.clipped_adam import ClippedAdam
 
+from lightning_svi.core.optim import build_after_step, build_optimizer, build_scheduler
 from lightning_svi.errors import ConfigError
-from lightning_svi.optim import build_after_step, build_optimizer, build_scheduler
 from tests import after_step_hooks
 from tests.conftest import compose_config
 
@@ -140,8 +140,8 @@ def test_any_torch_scheduler_by_target_and_none_for_a_constant_rate() -> None:
             "optim.scheduler: torch.optim.lr_scheduler.StepLR needs step_size",
         ),
         (
-            {"_target_": "lightning_svi.optim.exponential_decay", "_partial_": True, "gamma": 2.0},
-            "optim.scheduler.gamma=2.0: refused by lightning_svi.optim.exponential_decay",
+            {"_target_": "lightning_svi.core.optim.exponential_decay", "_partial_": True, "gamma": 2.0},
+            "optim.scheduler.gamma=2.0: refused by lightning_svi.core.optim.exponential_decay",
         ),
         (
             {"_target_": "torch.optim.lr_scheduler.ExponentialLR", "_partial_": True, "gama": 0.9},

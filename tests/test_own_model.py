@@ -17,8 +17,8 @@ import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
-from lightning_svi.data.table import TableSpec
-from lightning_svi.models.base import SVIModel
+from lightning_svi.config.table import TableSpec
+from lightning_svi.core.svi_model import SVIModel
 
 
 class PoissonGamma(SVIModel):

@@ -9,7 +9,7 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from torch import nn
 
-from lightning_svi.params import constrained_values
+from lightning_svi.core.params import constrained_values
 
 CONSTRAINTS = {
     "positive": constraints.positive,

@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy import stats
 
+from lightning_svi.analysis.pictures import latent_samples, marginals_figure
 from lightning_svi.models.beta_binomial import BetaBinomial
-from lightning_svi.pictures import latent_samples, marginals_figure
 from tests.conftest import exact_beta_binomial_guide as exact_guide
 from tests.conftest import guide_of_kind
 
@@ -93,8 +93,8 @@ def test_gmm_picture_colours_points_by_their_component_and_marks_the_locations()
 def test_pictures_draw_on_a_bounded_row_subsample_with_the_full_datas_exact_posterior() -> None:
     """1,000 flips: the draws run on at most 200 rows, but the exact posterior of the coin's
     fairness (a global latent) is given all 1,000."""
+    from lightning_svi.analysis.pictures import PICTURE_ROWS
     from lightning_svi.models.coin import Coin
-    from lightning_svi.pictures import PICTURE_ROWS
 
     pyro.settings.set(module_local_params=True)
     model = Coin(num_data=1000)
@@ -135,7 +135,7 @@ def test_a_picture_that_fails_to_draw_or_render_turns_pictures_off_and_training_
 
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from lightning_svi.callbacks.pictures import PosteriorPictureLogger
+    from lightning_svi.logging.pictures import PosteriorPictureLogger
 
     class Unrenderable:
         def posterior_figure(self, guide: object, data: dict) -> object:
@@ -158,7 +158,7 @@ def test_a_picture_that_fails_to_draw_or_render_turns_pictures_off_and_training_
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_summary_and_picture_on_a_cuda_device() -> None:
-    from lightning_svi.posterior import posterior_summary
+    from lightning_svi.analysis.posterior import posterior_summary
 
     pyro.settings.set(module_local_params=True)
     device = torch.device("cuda")
@@ -177,7 +177,7 @@ def test_pictures_of_costly_rows_draw_on_fewer_of_them(monkeypatch) -> None:
     model = BetaBinomial(num_data=500, alpha_init=2.0, beta_init=5.0)
     data = {"index": torch.arange(500), **BetaBinomial.synthetic_data(0, num_groups=500)}
     # A draw holds 3 numbers a row (q's rate, the model's rate, successes): 500 draws of 50 rows fit.
-    monkeypatch.setattr("lightning_svi.pictures.PICTURE_DRAWN_ELEMENTS", 500 * 3 * 50)
+    monkeypatch.setattr("lightning_svi.analysis.pictures.PICTURE_DRAWN_ELEMENTS", 500 * 3 * 50)
     figure = marginals_figure(model, exact_guide(model, data), data, num_samples=500)
     assert "drawn on 50 of 500 rows" in [text.get_text() for text in figure.texts]
     assert all("exact posterior" in lines_by_label(ax) for ax in figure.axes if ax.get_visible())

@@ -9,9 +9,9 @@ import torch
 from torch.distributions import biject_to, constraints, transform_to
 from torch.distributions.transforms import ComposeTransform, ExpTransform
 
-from lightning_svi.estimators import build_estimator
+from lightning_svi.compile.positive_transform import positive_as_exp
+from lightning_svi.core.estimators import build_estimator
 from lightning_svi.models.beta_bernoulli import BetaBernoulli
-from lightning_svi.positive_transform import positive_as_exp
 
 LOWER_BOUNDED = [
     constraints.positive,

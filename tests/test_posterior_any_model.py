@@ -21,10 +21,10 @@ from pyro.infer import Predictive, autoguide, config_enumerate
 from pyro.nn import PyroModule
 from torch import nn
 
-from lightning_svi.callbacks.summary import to_json_tree
-from lightning_svi.guides import is_enumerated
+from lightning_svi.analysis.posterior import enumerated_marginals, posterior_summary
+from lightning_svi.core.guides import is_enumerated
+from lightning_svi.logging.summary import to_json_tree
 from lightning_svi.models.beta_binomial import BetaBinomial
-from lightning_svi.posterior import enumerated_marginals, posterior_summary
 from tests.conftest import exact_beta_binomial_guide as exact_guide
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,7 +216,7 @@ class FlipLoop(PyroModule):
 
 
 def test_scalar_observed_sites_get_their_checks() -> None:
-    from lightning_svi.guides import EmptyGuide
+    from lightning_svi.core.guides import EmptyGuide
 
     data = rows(4, flip=torch.tensor([1.0, 1.0, 0.0, 1.0]))
     summary = to_json_tree(posterior_summary(FlipLoop(), EmptyGuide(), data, num_samples=400))
@@ -272,7 +272,7 @@ class Awkward(PyroModule):
 
 
 def test_sites_without_a_summary_are_skipped_and_errors_stay_in_their_part(monkeypatch) -> None:
-    from lightning_svi.guides import EmptyGuide
+    from lightning_svi.core.guides import EmptyGuide
 
     data = rows(10, x=torch.linspace(0.0, 1.0, 10))
     summary = posterior_summary(Awkward(), EmptyGuide(), data, num_samples=100)
@@ -284,7 +284,7 @@ def test_sites_without_a_summary_are_skipped_and_errors_stay_in_their_part(monke
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("the predictive check broke")
 
-    monkeypatch.setattr("lightning_svi.posterior.predictive_checks", broken)
+    monkeypatch.setattr("lightning_svi.analysis.posterior.predictive_checks", broken)
     summary = posterior_summary(Awkward(), EmptyGuide(), data, num_samples=100)
     assert summary["x"] == {"error": "ValueError: the predictive check broke"}
     assert "mean" in summary["loc"]
@@ -296,8 +296,8 @@ import torch, pyro
 torch.set_num_threads(1)
 pyro.settings.set(module_local_params=True)
 from lightning_svi.models.vae import VAE
-from lightning_svi.pictures import marginals_figure
-from lightning_svi.posterior import posterior_summary
+from lightning_svi.analysis.pictures import marginals_figure
+from lightning_svi.analysis.posterior import posterior_summary
 data = {"index": torch.arange(4096), **VAE.synthetic_data(0, num_images=4096)}
 model = VAE(num_data=4096)
 guide = model.full_guide()
@@ -328,9 +328,9 @@ KILLED_SCRIPT = """
 import os, sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-import lightning_svi.callbacks.summary as summary_module
+import lightning_svi.logging.summary as summary_module
 from tests.conftest import compose_config
-from lightning_svi.training import train
+from lightning_svi.training.run import train
 
 def killed(*args, **kwargs):
     {stop}
@@ -368,7 +368,7 @@ def test_a_kill_during_the_posterior_work_leaves_the_complete_summary(
 def test_exact_summaries_of_large_sites_are_bounded() -> None:
     """20,000 exact draws of 10,000 kept elements would pass torch.quantile's 2**24 limit; a site of
     30,000 elements keeps its first 10,000."""
-    from lightning_svi.posterior import describe_exact
+    from lightning_svi.analysis.posterior import describe_exact
 
     posterior = dist.Beta(torch.full((100, 100), 2.0), torch.full((100, 100), 3.0))
     exact = describe_exact(posterior, torch.Size([100, 100]))

@@ -17,11 +17,11 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.nn import PyroModule
 from torch import nn
 
+from lightning_svi.core.programs.build import build_guide, build_model, pair_programs
+from lightning_svi.core.programs.inputs import Inputs, resolve_inputs
+from lightning_svi.core.programs.minibatch import MinibatchScale
+from lightning_svi.core.programs.warmup import check_minibatch_scaling, first_loss, warm_up
 from lightning_svi.errors import ConfigError
-from lightning_svi.programs.build import build_guide, build_model, pair_programs
-from lightning_svi.programs.inputs import Inputs, resolve_inputs
-from lightning_svi.programs.minibatch import MinibatchScale
-from lightning_svi.programs.warmup import check_minibatch_scaling, first_loss, warm_up
 
 FLIPS = torch.tensor([1.0] * 6 + [0.0] * 4)
 

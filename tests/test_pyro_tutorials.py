@@ -35,7 +35,7 @@ def settings_of(name: str, steps: int | None = None) -> list[str]:
 
 def train(name: str, tmp_path: Path, *overrides: str, steps: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Train tutorial ``name`` on the data set the reference loop of ``seed`` draws, with that training seed."""
-    from lightning_svi.training import train as train_run
+    from lightning_svi.training.run import train as train_run
 
     data = write_file(name, tmp_path / "data", seed=seed)
     cfg = compose_config(*settings_of(name, steps), "data=file", f"data.path={data}", f"seed={seed}", *overrides)
@@ -144,7 +144,7 @@ def test_a_user_runs_a_tutorial_from_the_command_line_and_resumes_it_exactly(tmp
 def test_an_after_step_hook_clamps_a_pyro_param_by_name_as_sparse_gamma_def_does(tmp_path: Path) -> None:
     import numpy as np
 
-    from lightning_svi.training import train as train_run
+    from lightning_svi.training.run import train as train_run
 
     rows = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
     np.savez(tmp_path / "xy.npz", x=rows, y=rows @ np.array([2.0, 1.0], dtype=np.float32))

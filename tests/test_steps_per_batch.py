@@ -54,7 +54,7 @@ def test_several_steps_per_minibatch_are_refused_before_training(tmp_path: Path)
 
 def test_divergence_inside_a_batch_is_caught_at_its_end_and_says_which_steps(train_in_process) -> None:
     """No host sync per step: the guard checks once per batch and names the batch's steps."""
-    from lightning_svi.callbacks import TrainingDiverged
+    from lightning_svi.checkpointing.divergence_guard import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match=r"step (\d+): .* Steps \d+-\1 ran as one batch") as raised:
         train_in_process("optim.lr=3", "trainer.max_steps=300", "trainer.log_every_n_steps=50")
@@ -69,7 +69,7 @@ def test_lightning_runs_the_backward_of_each_batch_end_or_of_every_step_under_a_
     train_in_process, monkeypatch: pytest.MonkeyPatch, precision: list[str], lightning_backwards: int
 ) -> None:
     """Steps before a batch's last call autograd directly, unless the precision plugin may act on the loss."""
-    from lightning_svi.module import SVIModule
+    from lightning_svi.training.module import SVIModule
 
     calls = []
     original = SVIModule.manual_backward

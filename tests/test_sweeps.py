@@ -122,7 +122,7 @@ def test_optuna_search_maximises_the_final_elbo(tmp_path: Path) -> None:
 
 def compose_with_hydra(*overrides: str):
     """The config with Hydra's own node, as ``train.py`` composes it (its resolver registered)."""
-    from lightning_svi.launch_time import register_resolver
+    from lightning_svi.config.launch_time import register_resolver
 
     register_resolver()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightning_svi.data import table as table_module
-from lightning_svi.data.table import LARGEST_COUNT, RowCheck, TableSpec, read_table
+from lightning_svi.config import table as table_module
+from lightning_svi.config.table import LARGEST_COUNT, RowCheck, TableSpec, read_table
 from lightning_svi.errors import DataError
 
 SPEC = TableSpec(
@@ -221,6 +221,6 @@ def test_every_cell_reads_as_float_reads_it_or_is_refused_as_float_refuses_it() 
 
 def test_the_table_check_imports_no_torch() -> None:
     # train.py checks a built-in model's file before torch is imported; lightning_svi.data's exports are lazy.
-    code = "import sys, lightning_svi.data.table, lightning_svi.models.specs; print('torch' in sys.modules)"
+    code = "import sys, lightning_svi.config.table, lightning_svi.config.model_specs; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

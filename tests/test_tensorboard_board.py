@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import torch
 
-from lightning_svi.callbacks.layout import scalar_layout
-from lightning_svi.callbacks.pictures import PICTURE_TAG
-from lightning_svi.tensorboard_server import get_json, tensorboard_server
+from lightning_svi.logging.layout import scalar_layout
+from lightning_svi.logging.pictures import PICTURE_TAG
+from scripts.tensorboard_server import get_json, tensorboard_server
 from tests.conftest import compose_config, read_events, read_scalars
 
 SHORT = ["trainer.max_steps=30", "trainer.log_every_n_steps=5"]
@@ -58,7 +58,7 @@ def test_layout_has_a_chart_per_theta_phi_per_site_and_evidence_only_when_known(
 @pytest.mark.parametrize("value", ["0", "-5", "often"])
 @pytest.mark.parametrize("key", ["image_every_n_steps", "sampled_every_n_steps"])
 def test_a_bad_picture_or_posterior_draw_interval_is_refused_before_training(key: str, value: str) -> None:
-    from lightning_svi.checks import check_config
+    from lightning_svi.config.checks import check_config
     from lightning_svi.errors import ConfigError
 
     with pytest.raises(ConfigError, match=rf"tensorboard\.{key}=.*integer >= 1 or null"):

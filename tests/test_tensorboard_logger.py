@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_svi.tensorboard_logger import BufferedTensorBoardLogger
+from lightning_svi.logging.tensorboard_logger import BufferedTensorBoardLogger
 from tests.conftest import read_events, read_scalars
 
 
@@ -40,7 +40,7 @@ def test_values_reach_the_writer_once_flush_seconds_have_passed(tmp_path: Path) 
 
 
 def test_scalars_of_any_one_element_shape_and_dtype_come_out_as_floats_in_order() -> None:
-    from lightning_svi.callbacks.logging import as_floats
+    from lightning_svi.logging.step_logger import as_floats
 
     values = [torch.tensor(1.5), 2, torch.tensor([3.0]), torch.tensor(4, dtype=torch.int64), torch.tensor(0.25)]
     assert as_floats(values) == [1.5, 2.0, 3.0, 4.0, 0.25]

@@ -47,10 +47,10 @@ def test_every_estimator_trains(train_in_process, name: str) -> None:
 
 @pytest.mark.parametrize("optim", ["adam", "clipped_adam", "sgd"])
 def test_optimizer_has_theta_and_phi_groups_with_their_own_rates(optim: str) -> None:
+    from lightning_svi.core.programs.warmup import warm_up
     from lightning_svi.data.datamodule import TensorDataModule
     from lightning_svi.models.beta_binomial import BetaBinomial
-    from lightning_svi.programs.warmup import warm_up
-    from lightning_svi.training import build_module, reset_global_state
+    from lightning_svi.training.run import build_module, reset_global_state
 
     cfg = compose_config(f"optim={optim}", "optim.lr=0.02", "optim.phi_lr=0.3")
     reset_global_state(0)
@@ -182,7 +182,7 @@ def test_final_averages_the_logged_steps_of_the_runs_last_five_percent(train_in_
 def test_parameters_up_to_a_thousand_elements_are_listed_and_larger_ones_summarised() -> None:
     import torch
 
-    from lightning_svi.callbacks.summary import LISTED_ELEMENTS, parameter_json
+    from lightning_svi.logging.summary import LISTED_ELEMENTS, parameter_json
 
     assert parameter_json(torch.tensor(2.5)) == 2.5
     assert parameter_json(torch.arange(4.0).reshape(2, 2)) == [[0.0, 1.0], [2.0, 3.0]]

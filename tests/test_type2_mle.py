@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from lightning_svi.analysis.type2_mle import type2_maximum_likelihood
 from lightning_svi.models.beta_binomial import BetaBinomial
-from lightning_svi.type2_mle import type2_maximum_likelihood
 
 
 @pytest.mark.slow

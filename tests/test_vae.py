@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_svi.models.specs import NUM_PIXELS
+from lightning_svi.config.model_specs import NUM_PIXELS
 from lightning_svi.models.vae import VAE
 from tests.conftest import read_scalars
 

@@ -1,7 +1,7 @@
 """Data: CSV tables checked against a model's spec, data files read into tensors, and the Lightning
 data modules over them.
 
-The exports are imported on first use: ``lightning_svi.data.table`` is read before torch is imported,
+The exports are imported on first use: ``lightning_svi.config.table`` is read before torch is imported,
 and importing it runs this file.
 """
 

@@ -10,9 +10,9 @@ import torch
 import torch.distributed
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lightning_svi.config.table import read_table
+from lightning_svi.core.svi_model import Batch, SVIModel
 from lightning_svi.data.readers import DtypeOption, read_columns
-from lightning_svi.data.table import read_table
-from lightning_svi.models.base import Batch, SVIModel
 
 
 class TensorTable(Dataset):

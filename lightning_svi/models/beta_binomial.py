@@ -21,8 +21,8 @@ import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
-from lightning_svi.models import specs
-from lightning_svi.models.base import Batch, SVIModel
+from lightning_svi.config import model_specs as specs
+from lightning_svi.core.svi_model import Batch, SVIModel
 
 
 def log_beta(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,8 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
-from lightning_svi.models import specs
-from lightning_svi.models.base import Batch, SVIModel
+from lightning_svi.config import model_specs as specs
+from lightning_svi.core.svi_model import Batch, SVIModel
 from lightning_svi.models.beta_bernoulli import BetaGuide, beta_bernoulli_log_evidence, beta_bernoulli_posterior
 
 

@@ -25,9 +25,9 @@ import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
-from lightning_svi.models import specs
-from lightning_svi.models.base import Batch, SVIModel
-from lightning_svi.requirements import require_choice
+from lightning_svi.config import model_specs as specs
+from lightning_svi.config.requirements import require_choice
+from lightning_svi.core.svi_model import Batch, SVIModel
 
 EFFECTS = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
 STANDARD_ERRORS = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)

@@ -24,8 +24,8 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from pyro.ops.indexing import Vindex
 
-from lightning_svi.models import specs
-from lightning_svi.models.base import Batch, SVIModel
+from lightning_svi.config import model_specs as specs
+from lightning_svi.core.svi_model import Batch, SVIModel
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -72,7 +72,7 @@ class GaussianMixture(SVIModel):
         """The data coloured by their most probable component, with the guide's component locations."""
         from matplotlib.figure import Figure
 
-        from lightning_svi.posterior import enumerated_marginals
+        from lightning_svi.analysis.posterior import enumerated_marginals
 
         num_draws = 50
         probs = enumerated_marginals(self, guide, data, num_samples=num_draws, plates=1)["assignment"]

@@ -18,8 +18,8 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from lightning_svi.models import specs
-from lightning_svi.models.base import Batch, SVIModel
+from lightning_svi.config import model_specs as specs
+from lightning_svi.core.svi_model import Batch, SVIModel
 
 
 def _network(inputs: int, hidden: int, outputs: int) -> nn.Sequential:

@@ -12,7 +12,7 @@ import time
 
 import torch.distributed
 
-from lightning_svi.models.base import Batch
+from lightning_svi.core.svi_model import Batch
 from lightning_svi.models.beta_binomial import BetaBinomial
 
 FAILING_CALL = 20  # forward calls: one warm-up, then one per training step

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from lightning_svi.checkpoint_io import CheckpointError
+from lightning_svi.checkpointing.atomic_io import CheckpointError
 from tests.conftest import read_summary, run_train_py
 
 
 @pytest.fixture(scope="module")
 def full_guide_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lightning_svi.training import train
+    from lightning_svi.training.run import train
     from tests.conftest import compose_config
 
     run_dir = tmp_path_factory.mktemp("full") / "run"
@@ -40,7 +40,7 @@ def test_resume_with_another_guide_exits_2_naming_the_guides_and_keeps_the_run(
 
 
 def test_resume_with_another_data_set_size_names_the_parameter_shapes(full_guide_run: Path, tmp_path: Path) -> None:
-    from lightning_svi.training import train
+    from lightning_svi.training.run import train
     from tests.conftest import compose_config
 
     checkpoint = full_guide_run / "checkpoints" / "last.ckpt"

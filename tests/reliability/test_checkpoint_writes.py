@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import lightning_svi.checkpoint_io
-from lightning_svi.checkpoint_io import AtomicCheckpointIO, CheckpointError
+import lightning_svi.checkpointing.atomic_io
+from lightning_svi.checkpointing.atomic_io import AtomicCheckpointIO, CheckpointError
 
 
 def test_crash_in_the_middle_of_a_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
@@ -26,7 +26,7 @@ def test_crash_in_the_middle_of_a_write_keeps_the_previous_checkpoint(tmp_path: 
         file.write(b"PK\x03\x04 half a zip file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lightning_svi.checkpoint_io.torch, "save", half_a_save)
+    monkeypatch.setattr(lightning_svi.checkpointing.atomic_io.torch, "save", half_a_save)
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"global_step": 2, "weights": torch.zeros(1000)}, path)
     assert path.read_bytes() == before
@@ -37,7 +37,7 @@ def test_crash_in_the_middle_of_a_write_keeps_the_previous_checkpoint(tmp_path: 
 WRITER = textwrap.dedent(
     """
     import sys, torch
-    from lightning_svi.checkpoint_io import AtomicCheckpointIO
+    from lightning_svi.checkpointing.atomic_io import AtomicCheckpointIO
     io, step = AtomicCheckpointIO(), 0
     while True:
         step += 1

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lightning_svi.callbacks import NonFiniteGuard, TrainingDiverged
+from lightning_svi.checkpointing.divergence_guard import NonFiniteGuard, TrainingDiverged
 from tests.conftest import read_summary, run_train_py
 
 

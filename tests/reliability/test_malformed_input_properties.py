@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lightning_svi.checks import check_components, check_config
-from lightning_svi.data.table import read_table
+from lightning_svi.config.checks import check_config
+from lightning_svi.config.table import read_table
 from lightning_svi.errors import ConfigError, DataError
 from lightning_svi.models.beta_binomial import BetaBinomial
+from lightning_svi.training.components import check_components
 from tests.conftest import compose_config
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

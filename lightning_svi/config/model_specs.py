@@ -1,0 +1,127 @@
+"""What ``train.py`` checks about each built-in model before torch is imported: its CSV columns,
+its constructor options, the options of its synthetic data, and whether it has any θ.
+
+A model class imports torch, which takes seconds; its spec here does not. Each built-in class takes
+its ``name`` and ``table`` from its spec (the same objects, not copies). A user's own model has no
+spec here: its file and options are checked once its class is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial, reduce
+
+import numpy as np
+
+from lightning_svi.config.requirements import (
+    Requirement,
+    require_choice,
+    require_int,
+    require_numbers,
+    require_positive,
+    require_probability,
+)
+from lightning_svi.config.table import RowCheck, TableSpec
+
+PARAMETERIZATIONS = ("centered", "non_centered")
+NUM_PIXELS = 64
+
+_count = partial(require_int, minimum=0)
+_size = partial(require_int, minimum=1)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A built-in model as far as the command line must know it before training."""
+
+    name: str
+    table: TableSpec
+    has_parameters: bool  # θ is not empty: guide=empty has something to train
+    options: Mapping[str, Requirement] = field(default_factory=dict)  # constructor keywords after num_data
+    synthetic: Mapping[str, Requirement] = field(default_factory=dict)  # synthetic_data keywords after seed
+
+
+BETA_BINOMIAL = ModelSpec(
+    name="beta_binomial",
+    table=TableSpec(
+        columns=("successes", "trials"),
+        row_checks=(RowCheck("successes <= trials", lambda row: row["successes"] <= row["trials"]),),
+    ),
+    has_parameters=True,
+    options={"alpha_init": require_positive, "beta_init": require_positive},
+    synthetic={
+        "num_groups": _size,
+        "alpha": require_positive,
+        "beta": require_positive,
+        "min_trials": _count,
+        "max_trials": _count,
+    },
+)
+
+
+def _binary_column(column: str) -> TableSpec:
+    """One column of 0/1 outcomes (the table of both coin-flip models)."""
+    return TableSpec(columns=(column,), row_checks=(RowCheck(f"{column} is 0 or 1", lambda row: row[column] <= 1),))
+
+
+BETA_BERNOULLI = ModelSpec(
+    name="beta_bernoulli",
+    table=_binary_column("outcome"),
+    has_parameters=True,
+    options={"alpha_init": require_positive, "beta_init": require_positive},
+    synthetic={"num_flips": _size, "rate": require_probability},
+)
+
+COIN = ModelSpec(
+    name="coin",
+    table=_binary_column("flip"),
+    has_parameters=False,
+    options={"prior_heads": require_positive, "prior_tails": require_positive},
+    synthetic={"heads": _count, "tails": _count},
+)
+
+GAUSSIAN_MIXTURE = ModelSpec(
+    name="gmm",
+    table=TableSpec(columns=("x",), integer=False, non_negative=False),
+    has_parameters=False,
+    options={"num_components": _size, "prior_scale": require_positive},
+    synthetic={"num_points": _size, "locs": require_numbers, "scale": require_positive},
+)
+
+EIGHT_SCHOOLS = ModelSpec(
+    name="eight_schools",
+    table=TableSpec(
+        columns=("y", "sigma"),
+        integer=False,
+        non_negative=False,
+        row_checks=(RowCheck("sigma > 0", lambda row: row["sigma"] > 0),),
+    ),
+    has_parameters=False,
+    options={
+        "parameterization": partial(require_choice, allowed=PARAMETERIZATIONS),
+        "mu_scale": require_positive,
+        "tau_scale": require_positive,
+    },
+)
+
+VAE = ModelSpec(
+    name="vae",
+    table=TableSpec(
+        columns=tuple(f"pixel_{position}" for position in range(NUM_PIXELS)),
+        row_checks=(RowCheck("every pixel is 0 or 1", lambda row: reduce(np.maximum, row.values()) <= 1),),
+    ),
+    has_parameters=True,
+    options={"latent_dim": _size, "hidden_dim": _size},
+    synthetic={"num_images": _size, "true_latent_dim": _size},
+)
+
+# Keyed by the model config's ``_target_``.
+BUILTIN_MODELS: dict[str, ModelSpec] = {
+    "lightning_svi.models.beta_binomial.BetaBinomial": BETA_BINOMIAL,
+    "lightning_svi.models.beta_bernoulli.BetaBernoulli": BETA_BERNOULLI,
+    "lightning_svi.models.coin.Coin": COIN,
+    "lightning_svi.models.gmm.GaussianMixture": GAUSSIAN_MIXTURE,
+    "lightning_svi.models.eight_schools.EightSchools": EIGHT_SCHOOLS,
+    "lightning_svi.models.vae.VAE": VAE,
+}

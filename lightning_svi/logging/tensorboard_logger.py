@@ -1,0 +1,76 @@
+"""Lightning's TensorBoard logger, with each step's scalars and histograms written as one event."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard.summary import histogram
+
+from lightning_svi.logging import event_crc
+
+
+def finite_elements(values: torch.Tensor) -> torch.Tensor:
+    """The finite elements of ``values``, on the host: what a histogram of a diverging tensor can show
+    (TensorBoard raises "The histogram is empty" on NaN or infinite values)."""
+    values = values.detach().float().cpu().flatten()
+    return values[torch.isfinite(values)]
+
+
+class BufferedTensorBoardLogger(TensorBoardLogger):
+    """TensorBoard's event writer hands every event to a writer thread; waking it for each of the
+    several events of a logging step (GIL hand-offs) cost more than a small model's step. Here a
+    step's values wait in memory as one event and reach the writer every ``flush_seconds``, on
+    ``save`` (which ``SVIModule`` calls before every checkpoint is written) and in ``finalize``,
+    which Lightning calls when training ends, also after an exception, so a crash loses nothing
+    logged before it, and a killed process nothing logged before its last checkpoint.
+
+    The writer's queue holds ``max_queue`` events (SummaryWriter's option, 10 by default). A flush
+    hands over every step since the last one, hundreds when each step is logged; with room for 10
+    each ``put`` waited for the writer thread to take an event: 130 µs an event instead of 25 when
+    1,000 events are handed over in a loop."""
+
+    def __init__(self, *args: Any, flush_seconds: float = 2.0, max_queue: int = 4096, **kwargs: Any) -> None:
+        super().__init__(*args, max_queue=max_queue, **kwargs)
+        event_crc.install()
+        self.flush_seconds = flush_seconds
+        self._pending: dict[int, list[Summary.Value]] = {}
+        self._last_flush = time.monotonic()
+
+    def add_scalars(self, values: dict[str, float], step: int) -> None:
+        self._add(step, [Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()])
+
+    def add_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        finite = finite_elements(values)
+        if finite.numel() == 0:
+            return  # TensorBoard refuses an empty histogram; the divergence guard speaks for a non-finite tensor
+        bins = self.experiment.default_bins  # what SummaryWriter.add_histogram uses for "tensorflow"
+        self._add(step, list(histogram(tag, finite, bins).value))
+
+    def _add(self, step: int, values: list[Summary.Value]) -> None:
+        self._pending.setdefault(step, []).extend(values)
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush_pending()
+
+    def flush_pending(self) -> None:
+        """Hand every waiting step to the event writer, one event per step."""
+        if self._pending:
+            writer = self.experiment._get_file_writer()
+            for step, values in self._pending.items():
+                writer.add_summary(Summary(value=values), step)
+            self._pending.clear()
+        self._last_flush = time.monotonic()
+
+    @rank_zero_only
+    def save(self) -> None:
+        self.flush_pending()
+        super().save()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.flush_pending()
+        super().finalize(status)

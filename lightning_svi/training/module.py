@@ -1,0 +1,239 @@
+"""``SVIModule``: a Pyro model and guide as one LightningModule whose loss is −ELBO."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import pytorch_lightning as pl
+import torch
+from pyro.infer import ELBO
+from pytorch_lightning.core.optimizer import LightningOptimizer
+from pytorch_lightning.plugins.precision import Precision
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from lightning_svi.checkpointing.identity import IDENTITY_KEY, check_identity, checkpoint_identity
+from lightning_svi.compile.compiled_step import CompiledSVIStep, CompileError
+from lightning_svi.core.estimators import LogProbs
+from lightning_svi.core.optim import build_optimizer, build_scheduler
+from lightning_svi.core.programs.program import parameters_in_scope
+from lightning_svi.core.programs.sides import ParameterSides
+from lightning_svi.core.programs.warmup import warm_up
+from lightning_svi.core.svi_model import Batch
+from lightning_svi.logging.step_logger import Metrics, StepLogger, is_logging_step, log_scalars, merged
+from lightning_svi.training.distributed import mean_over_ranks, seed_ranks_apart
+from lightning_svi.training.lightning_state import count_step, resolve_steps_per_batch, steps_this_batch
+
+# Never parameters, buffers or submodules, so nn.Module.__setattr__ has nothing to do for them.
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss", "last_traces", "batch_steps"})
+
+
+class SVIModule(pl.LightningModule):
+    """Trains θ (the model's parameters) and φ (the guide's) together by maximising the ELBO.
+
+    The pair lives in Pyro's ``ELBOModule`` (``self.svi``), so θ and φ are ordinary module
+    parameters: Lightning checkpoints them, moves them between devices and all-reduces their
+    gradients under DDP. Lazily created parameters (autoguides) are made in ``setup`` by one loss
+    evaluation on the training device, before the optimizer and DDP see the module (see
+    ``programs.warmup``); that evaluation runs with Pyro's validation on unless
+    ``validate_first_step`` is false, later steps only if ``validate_every_step``. θ and φ are
+    decided there by which program uses each parameter (``sides``).
+
+
+    Under DDP each rank evaluates the ELBO on its own shard; on logging steps ``last_loss`` and
+    ``last_traces`` are averaged over ranks, the estimates of the global batch (see
+    ``lightning_svi.training.distributed`` for why the gradients need no correction).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        guide: nn.Module,
+        estimator: ELBO,
+        warmup_batch: Batch,
+        optim: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        validate_every_step: bool = False,
+        validate_first_step: bool = True,
+        compile_backend: str | None = None,
+        after_step: Callable[[], None] | None = None,
+        steps_per_batch: int | None = None,
+        observed_every: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__()
+        self.svi = estimator(model, guide)
+        self.estimator = estimator
+        self.optim_options = dict(optim or {})
+        self.scheduler_options = dict(scheduler) if scheduler else None  # None: a constant rate
+        self._warmup_batch = warmup_batch
+        self.validate_every_step = validate_every_step
+        self.validate_first_step = validate_first_step
+        self.compile_backend = compile_backend
+        self.after_step = after_step  # optim.after_step: user code run after every optimizer step
+        self.compiled_step: CompiledSVIStep | None = None
+        self.steps_per_batch_option = steps_per_batch
+        self.steps_per_batch = 1  # decided in setup, once the number of processes is known
+        self.batch_steps = 1  # steps the latest batch ran (for the divergence guard's message)
+        self.observed_every = observed_every  # checkpoint and picture intervals (see observed_steps)
+        # The step applies its own update: Lightning's closure machinery for automatic optimization
+        # costs about as much as a small model's backward pass.
+        self.automatic_optimization = False
+        self.last_loss: torch.Tensor | None = None
+        self.last_traces: LogProbs | None = None
+        # The trainer's step loggers, merged into one hook each (set in on_train_start).
+        self.log_before_update: Callable[..., Metrics] = merged([])
+        self.log_after_update: Callable[..., Metrics] = merged([])
+        self.plain_precision = False  # whether Lightning's backward is plain autograd (set in on_train_start)
+        self.sides: ParameterSides | None = None  # θ and φ by use, found in setup
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets these around every hook call and step; nn.Module's parameter and
+        # submodule bookkeeping made that a measurable share of a small model's step.
+        if name in _PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.svi.model
+
+    @property
+    def guide(self) -> nn.Module:
+        return self.svi.guide
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device
+        self.to(device)
+        batch = {name: tensor.to(device) for name, tensor in self._warmup_batch.items()}
+        # Creates lazy parameters (autoguides, pyro.param statements) before the optimizer and DDP
+        # see the module, checks the model and guide once with Pyro's validation, finds θ and φ.
+        datamodule = self.trainer.datamodule
+        full_batch = datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
+        # A step sees a minibatch, or under DDP a shard: the model must scale it up to the full data.
+        rows = min(datamodule.batch_size or datamodule.num_rows, datamodule.num_rows // self.trainer.world_size)
+        step_batch = _first_rows(datamodule, rows) if rows < datamodule.num_rows else None
+        if step_batch is not None:
+            step_batch = {name: tensor.to(device) for name, tensor in step_batch.items()}
+        self.sides = warm_up(self.svi, self.estimator, batch, self.validate_first_step, step_batch)
+        # Pyro's per-step argument and support checks cost about as much as a small model's step.
+        pyro.enable_validation(self.validate_every_step)
+        seed_ranks_apart(self.trainer.global_rank, self.trainer.world_size)
+        self.steps_per_batch = resolve_steps_per_batch(
+            self.steps_per_batch_option, self.trainer.world_size, full_batch, compiled=self.compile_backend is not None
+        )
+        if self.compile_backend is not None and self.trainer.world_size > 1:
+            raise CompileError("compile.enabled=true runs on one process; use compile.enabled=false with DDP.")
+
+    def on_train_start(self) -> None:
+        loggers = [callback for callback in self.trainer.callbacks if isinstance(callback, StepLogger)]
+        self.log_before_update = merged([logger.before_update for logger in loggers])
+        self.log_after_update = merged([logger.after_update for logger in loggers])
+        self.plain_precision = type(self.trainer.precision_plugin) is Precision
+        # Traced here, once the optimizer (and a resumed run's state) exists: the graph may apply its update.
+        if self.compile_backend is not None:
+            example = next(iter(self.trainer.datamodule.train_dataloader()))
+            example = {name: tensor.to(self.device) for name, tensor in example.items()}
+            optimizer = self.optimizers().optimizer
+            self.compiled_step = CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend, optimizer)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """The SVI steps on ``batch`` up to the next one that a Lightning callback observes (a
+        checkpoint, a picture, the last step; see ``observed_steps``). All but the last are applied
+        by the torch optimizer itself, or inside the compiled graph when no one logs them; the last
+        by Lightning's optimizer like any step. Logged steps call the step loggers wherever they
+        fall. No host sync: the guard checks once per batch (a non-finite value stays non-finite)."""
+        trainer = self.trainer
+        self.batch_steps = steps_this_batch(trainer, self.observed_every, self.steps_per_batch)
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        in_graph = self.compiled_step is not None and self.compiled_step.optimizer is not None
+        for index in range(self.batch_steps):
+            step = trainer.global_step + 1
+            last = index == self.batch_steps - 1
+            logged = is_logging_step(trainer, step)
+            if in_graph and not (logged or last):
+                self.compiled_step.advance(batch)
+                _step_schedule(scheduler)
+                self._run_after_step()
+                count_step(trainer)
+                continue
+            loss, traces = self._loss_and_gradients(batch, through_lightning=last)
+            # Kept for the loggers, the guard and the progress bar; no self.log here: its per-step
+            # bookkeeping costs more than a small model's whole step.
+            self.last_loss, self.last_traces = loss.detach(), traces
+            if logged:
+                if trainer.world_size > 1:
+                    self.last_loss, self.last_traces = mean_over_ranks(trainer.strategy, self.last_loss, traces)
+                metrics = self.log_before_update(trainer, self, optimizer.optimizer, step)
+            _update(optimizer if last else optimizer.optimizer, scheduler)
+            self._run_after_step()
+            if not last:
+                count_step(trainer)
+            if logged:
+                metrics.update(self.log_after_update(trainer, self, step))
+                log_scalars(trainer, metrics, step)  # one copy to the host for the step's scalars
+        return loss
+
+    def _run_after_step(self) -> None:
+        """``optim.after_step``, with its ``pyro.param(name)`` reads answered by the programs' parameters
+        (Pyro's ``sparse_gamma_def`` example clamps ``pyro.param("alpha").data`` after each step)."""
+        if self.after_step is None:
+            return
+        with parameters_in_scope(self.model, self.guide):
+            self.after_step()
+
+    def _loss_and_gradients(self, batch: Batch, through_lightning: bool) -> tuple[torch.Tensor, LogProbs]:
+        """Loss and gradients of one step. Lightning's backward (its hooks and precision plugin,
+        about 70 µs) runs for a batch's last step, as for any step, and for every step under a
+        precision plugin other than plain float (one that may scale the loss); the steps before the
+        last use autograd directly, as they use the optimizer directly (DDP runs one step a batch)."""
+        if self.compiled_step is not None:
+            return self.compiled_step(batch)
+        loss = self.svi(batch)
+        if through_lightning or not self.plain_precision:
+            self.manual_backward(loss)
+        else:
+            loss.backward()
+        return loss, self.estimator.last_traces
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[IDENTITY_KEY] = checkpoint_identity(self.model, self.guide, checkpoint["state_dict"])
+        # Runs before the checkpoint is written: the logs on disk are never behind a checkpoint, so a
+        # run killed after this write and resumed from it has no gap in its curves.
+        for logger in self.loggers:
+            logger.save()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs before Lightning loads the state: a mismatch is reported here, not as a size-mismatch traceback.
+        current = checkpoint_identity(self.model, self.guide, self.state_dict())
+        check_identity(checkpoint.get(IDENTITY_KEY), current, self.trainer.ckpt_path)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.sides.theta_parameters, self.sides.phi_parameters, self.optim_options)
+        scheduler = build_scheduler(optimizer, self.trainer.max_steps, self.scheduler_options)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _first_rows(datamodule: pl.LightningDataModule, rows: int) -> Batch:
+    """``rows`` rows to check the model's scaling on, drawn without touching the loop's data."""
+    table = getattr(datamodule, "table", None)
+    if table is not None:
+        return table.__getitems__(torch.arange(rows))
+    return next(iter(datamodule.train_dataloader()))
+
+
+def _update(optimizer: torch.optim.Optimizer | LightningOptimizer, scheduler: LRScheduler | None) -> None:
+    """One optimizer step: through Lightning's optimizer wrapper (which counts it and runs the
+    hooks) for an observed step, the torch optimizer itself for the others."""
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    _step_schedule(scheduler)
+
+
+def _step_schedule(scheduler: LRScheduler | None) -> None:
+    if scheduler is not None:
+        scheduler.step()
