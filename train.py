@@ -6,7 +6,7 @@ Hydra composes the config from ``conf/``; everything else lives in the ``lightni
 import hydra
 from omegaconf import DictConfig
 
-from lightning_svi.launch_time import register_resolver
+from lightning_svi.config.launch_time import register_resolver
 
 register_resolver()  # before Hydra composes: the run and sweep folder names use ${launch_time:...}
 
