@@ -1,11 +1,14 @@
-"""event_crc: TensorBoard's checksums, bit for bit, and event files TensorBoard's reader accepts."""
+"""event_crc: TensorBoard's checksums, bit for bit, by google-crc32c's C code, and event files TensorBoard's
+reader accepts."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
+import google_crc32c
 import pytest
+import tensorboard.summary.writer.record_writer as record_writer
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 
 from lightning_svi.logging import event_crc
@@ -28,6 +31,8 @@ def test_known_answer() -> None:
 
 def test_event_files_written_with_it_pass_tensorboards_checks(tmp_path: Path) -> None:
     logger = BufferedTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="")
+    assert google_crc32c.implementation == "c"  # the wheel's compiled code, not its slow Python fallback
+    assert record_writer.masked_crc32c is event_crc.masked_crc32c  # the records below are checksummed by it
     tags = {f"theta/a_rather_long_parameter_name/{index}": float(index) for index in range(40)}  # > 64 bytes
     for step in range(1, 4):
         logger.add_scalars(tags, step=step)
