@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from lightning_svi.config.checks import check_config, read_data_file
 from lightning_svi.errors import UserInputError
+from lightning_svi.logging.report import print_report, quiet_known_noise, start_line
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -27,9 +28,15 @@ def run(cfg: DictConfig) -> float | None:
     # Like ``python -m``: a user's model module in the folder train.py is run from can be imported.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    quiet_known_noise()
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
     try:
         check_config(cfg)
         table = read_data_file(cfg)
+        num_rows = len(next(iter(table.values()))) if table else None
+        if _rank_zero():
+            print(start_line(cfg, dict(hydra_config.runtime.choices), num_rows, run_dir), file=sys.stderr, flush=True)
         from lightning_svi.training.components import check_components
 
         check_components(cfg)  # imports torch and Pyro: after every torch-free check
@@ -41,15 +48,29 @@ def run(cfg: DictConfig) -> float | None:
     from lightning_svi.checkpointing.divergence_guard import TrainingDiverged
     from lightning_svi.training.run import train
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    overrides = list(hydra_config.overrides.task)
     try:
         summary = train(cfg, run_dir, table)
     except UserInputError as error:
         _fail(str(error), EXIT_BAD_INPUT)
     except TrainingDiverged as error:
+        _report(run_dir, overrides)
         _fail(f"training diverged at {error}", EXIT_DIVERGED)
     except SIGTERMException:
+        _report(run_dir, overrides)
         checkpoint = run_dir / "checkpoints" / "last.ckpt"
         print(f"lightning-svi: pre-empted (SIGTERM); resume with ckpt_path={checkpoint}", file=sys.stderr)
         sys.exit(0)
+    _report(run_dir, overrides, summary)
     return summary["final"]["elbo"]
+
+
+def _rank_zero() -> bool:
+    """Whether this process is rank 0 (Lightning's re-launched DDP ranks have a non-zero rank in the environment)."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def _report(run_dir: Path, overrides: list[str], summary: dict | None = None) -> None:
+    """The end-of-run report (``logging/report.py``), once, on rank 0."""
+    if _rank_zero():
+        print_report(run_dir, overrides, summary)
