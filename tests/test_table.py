@@ -51,7 +51,26 @@ def test_reads_columns_in_any_order_and_ignores_extra_columns(tmp_path: Path) ->
         ("successes,trials\n1,nan\n", "column trials: 'nan' is not allowed"),
         ("successes,trials\n1,inf\n", "column trials: 'inf' is not allowed"),
         ("successes,trials\n1,3\n5,4\n", "line 3: successes=5, trials=4 violates successes <= trials"),
-        ("successes,trials\n1\n", "line 2, column trials: '' is not allowed"),
+        ("successes,trials\n1\n", "line 2: 1 cell, but the header has 2 cells; every row needs one cell per column"),
+        ("successes,trials\n1,2,3\n", "line 2: 3 cells, but the header has 2 cells"),
+        ("successes,trials\n1,2,\n", "line 2: 3 cells, but the header has 2 cells"),
+        ("successes,trials\n1,\n", "line 2, column trials: an empty cell is not allowed"),
+        ("successes,trials,successes\n1,2,3\n", "line 1: the header names column successes twice"),
+        ("\nn,n,successes,trials\n1,1,1,2\n", "line 2: the header names column n twice"),
+        ('successes,trials\n1,"2\n"\n', "line 2: a quoted cell runs over 2 lines; each row must be on one line"),
+        ('"successes\n",trials\n1,2\n', "line 1: a quoted cell runs over 2 lines"),
+        ("successes,trials\n1_0,20\n", "line 2, column successes: '1_0' is not allowed"),
+        ("successes,trials\n1,٣\n", "line 2, column trials: '٣' is not allowed"),
+        (
+            "successes,trials\n1,16777217\n",
+            "'16777217' is not allowed; expected columns successes, trials "
+            "(non-negative integers up to 16777216 = 2**24, the models' float32 holds them exactly)",
+        ),
+        ('successes,trials\n1,"' + "9" * 200_000 + '"\n', "line 2: a cell longer than 131072 characters"),
+        (
+            "successes,trials\n1," + "9" * 200_000 + "\n",
+            "'9999999999999999999999999999999999999999'... (200000 characters)",
+        ),
         (b"successes,trials\n\xff\xfe1,2\n", "not a UTF-8 text file"),
         (b"\x00\x01\x02binary", "NUL bytes"),
     ],
@@ -76,21 +95,41 @@ def test_line_numbers_count_blank_lines_in_the_file(tmp_path: Path) -> None:
 
 
 def test_quoted_cells_keep_the_csv_modules_rules(tmp_path: Path) -> None:
-    path = write(tmp_path, 'group,successes,"trials"\n"a,b",1,2\n"two\nlines","3",3\n')
+    path = write(tmp_path, 'group,successes,"trials"\n"a,b",1,2\n"two, words","3",3\n')
     assert read_table(path, SPEC) == {"successes": [1.0, 3.0], "trials": [2.0, 3.0]}
-    path = write(tmp_path, 'group,successes,trials\n"a,b",1,2\n"two\nlines",4,3\n')
+    path = write(tmp_path, 'group,successes,trials\n"a,b",1,2\n"two words",4,3\n')
     with pytest.raises(DataError, match="line 3: successes=4, trials=3 violates"):
         read_table(path, SPEC)
+
+
+def test_a_bad_line_before_a_multi_line_cell_is_reported_first(tmp_path: Path) -> None:
+    path = write(tmp_path, 'group,successes,trials\na,5,4\n"two\nlines",1,2\n')
+    with pytest.raises(DataError, match="line 2: successes=5, trials=4 violates"):
+        read_table(path, SPEC)
+
+
+def test_a_whole_number_may_be_written_with_a_decimal_point_or_an_exponent(tmp_path: Path) -> None:
+    path = write(tmp_path, "successes,trials\n1.0,2.00\n1e1,1.6777216e7\n")
+    assert read_table(path, SPEC) == {"successes": [1.0, 10.0], "trials": [2.0, 2**24]}
+
+
+def test_a_leading_tilde_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write(tmp_path, "successes,trials\n1,2\n")
+    assert read_table("~/counts.csv", SPEC) == {"successes": [1.0], "trials": [2.0]}
 
 
 def test_cells_read_as_python_reads_a_float(tmp_path: Path) -> None:
     # The vectorized parser's cells and those it leaves to float(): signs, spaces, exponents, underscores.
     spec = TableSpec(columns=("x",), integer=False, non_negative=False)
-    cells = ["0.1", "-1.5", " +3 ", "\t.5", "5.", "-0", "123456789012345", "1234567890123456789", "1e2", "1_000", "٣"]
+    cells = ["0.1", "-1.5", " +3 ", "\t.5", "5.", "-0", "123456789012345", "1234567890123456789", "1e2", "1E-2"]
     path = write(tmp_path, "x\n" + "\n".join(cells) + "\n")
     table = read_table(path, spec)
     assert table["x"].tolist() == [float(cell) for cell in cells]
     assert table == {"x": [float(cell) for cell in cells]} and table != {"x": [0.0] * len(cells)}
+    for literal in ["1_000", "٣", "0x10", "1 000"]:  # Python literals (or none) but not CSV numbers
+        with pytest.raises(DataError, match=f"line 2, column x: {literal!r} is not allowed"):
+            read_table(write(tmp_path, f"x\n{literal}\n"), spec)
 
 
 def test_a_file_of_many_blocks_reports_the_first_bad_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,45 +158,74 @@ def test_a_large_file_is_checked_in_seconds(tmp_path: Path) -> None:
     assert seconds < 10, f"{path.stat().st_size / 1e6:.0f} MB checked in {seconds:.1f} s"
 
 
+ONE_LINE = "each row must be on one line, with one number per cell."
+
+
+def csv_float(cell: str) -> float:
+    """A cell's number as ``float`` reads it, if written in ASCII without ``_`` digit separators; else NaN."""
+    if not cell.isascii() or "_" in cell:
+        return math.nan
+    try:
+        return float(cell.strip())
+    except ValueError:
+        return math.nan
+
+
 def reference_read_table(path: Path, spec: TableSpec) -> dict[str, list[float]]:
     """The row-by-row ``csv``-module reader ``read_table`` replaced, counting lines in the file (blank
-    lines included), for files that are UTF-8 text without NUL bytes."""
+    lines included), for files that are UTF-8 text without NUL bytes, with short cells (a quoted cell
+    over several lines is refused)."""
     where = f"data.path={path}"
     reader = csv.reader(path.read_text(encoding="utf-8-sig").splitlines())
-    rows, lines_read = [], 0
+    rows, lines_read, header, header_line = [], 0, None, 0
     for row in reader:
-        rows.append((lines_read + 1, row))
+        if reader.line_num - lines_read > 1:
+            rows.append((lines_read + 1, reader.line_num - lines_read))  # a quoted cell over several lines
+            break
+        if any(cell.strip() for cell in row):
+            rows.append((lines_read + 1, row))
         lines_read = reader.line_num
-    rows = [(line_number, row) for line_number, row in rows if any(cell.strip() for cell in row)]
+    if rows and isinstance(rows[0][1], int):
+        raise DataError(f"{where}, line {rows[0][0]}: a quoted cell runs over {rows[0][1]} lines; {ONE_LINE}")
     if not rows:
         raise DataError(f"{where}: the file is empty. Expected a header line with {spec.describe()}.")
-    header = [cell.strip() for cell in rows[0][1]]
+    header_line, header = rows[0][0], [cell.strip() for cell in rows[0][1]]
     missing = [name for name in spec.columns if name not in header]
     if missing:
         raise DataError(
             f"{where}: missing column(s) {', '.join(missing)}; the header has {', '.join(header) or 'nothing'}. "
             f"Expected {spec.describe()}."
         )
+    twice = sorted({name for name in header if name and header.count(name) > 1})
+    if twice:
+        raise DataError(
+            f"{where}, line {header_line}: the header names column {twice[0]} twice; "
+            "each column needs a name of its own."
+        )
     if len(rows) == 1:
         raise DataError(f"{where}: the file has a header but no data rows.")
     table: dict[str, list[float]] = {name: [] for name in spec.columns}
     for line_number, row in rows[1:]:
+        if isinstance(row, int):
+            raise DataError(f"{where}, line {line_number}: a quoted cell runs over {row} lines; {ONE_LINE}")
+        if len(row) != len(header):
+            raise DataError(
+                f"{where}, line {line_number}: {len(row)} cell{'' if len(row) == 1 else 's'}, but the header has "
+                f"{len(header)} cell{'' if len(header) == 1 else 's'}; every row needs one cell per column."
+            )
         values = {}
         for name in spec.columns:
-            column = header.index(name)
-            cell = row[column].strip() if column < len(row) else ""
-            try:
-                value = float(cell)
-            except ValueError:
-                value = math.nan
+            cell = row[header.index(name)].strip()
+            value = csv_float(cell)
             allowed = math.isfinite(value)
             if allowed and spec.integer:
                 allowed = value == int(value) and abs(value) <= LARGEST_COUNT
             if allowed and spec.non_negative:
                 allowed = value >= 0
             if not allowed:
+                shown = repr(cell) if cell else "an empty cell"
                 raise DataError(
-                    f"{where}, line {line_number}, column {name}: {cell!r} is not allowed; expected {spec.describe()}."
+                    f"{where}, line {line_number}, column {name}: {shown} is not allowed; expected {spec.describe()}."
                 )
             values[name] = value
         for check in spec.row_checks:
@@ -198,8 +266,9 @@ def test_reads_and_refuses_exactly_like_the_row_by_row_reader(header: str, rows:
     assert outcomes[0] == outcomes[1]
 
 
-def test_every_cell_reads_as_float_reads_it_or_is_refused_as_float_refuses_it() -> None:
-    # The three parsers (eight bytes at a time, a byte position at a time, float() itself) against float().
+def test_every_cell_reads_as_a_csv_number_or_is_refused() -> None:
+    # The three parsers (eight bytes at a time, a byte position at a time, float() itself) against float()
+    # of the cells written in ASCII without digit separators.
     rng = np.random.default_rng(0)
     alphabet = [*"0123456789" * 4, *"/:. -+e\t\x1c_n", "٣"]
     cells = ["".join(rng.choice(alphabet, size=rng.integers(0, 12))) for _ in range(20_000)]
@@ -210,12 +279,11 @@ def test_every_cell_reads_as_float_reads_it_or_is_refused_as_float_refuses_it() 
     starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
     values, parsed = table_module._parse_cells(np.frombuffer(b",".join(encoded), np.uint8), starts, starts + lengths)
     for cell, value, ok in zip(cells, values.tolist(), parsed.tolist(), strict=True):
-        try:
-            expected = float(cell.strip())
-        except ValueError:
+        expected = csv_float(cell)
+        if math.isnan(expected):  # no cell spells nan: NaN is a refusal
             assert not ok, cell
             continue
-        assert ok and (value == expected or math.isnan(expected)), cell
+        assert ok and value == expected, cell
         assert math.copysign(1, value) == math.copysign(1, expected), cell
 
 

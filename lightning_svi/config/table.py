@@ -10,6 +10,13 @@ keeps.
 
 Lines end at ``\\n``, ``\\r\\n`` or ``\\r``; they are counted in the file, blank lines included, so an
 error on line 7 says line 7. A line whose cells are all blank is skipped, as is a header's ``BOM``.
+
+What is refused rather than guessed at: a header that names a column twice, a row with more or fewer
+cells than the header, a quoted cell that runs over several lines, an empty cell in a column the model
+reads, and any number not written in ASCII digits with an optional sign, decimal point and exponent
+(``1_000`` and ``٣`` are Python literals but not CSV numbers). A whole number may be written ``1.0``
+or ``1e2``. Counts are at most 2**24: the models compute in float32, which holds every whole number up
+to there and not all above it (``2**24 + 1`` becomes ``2**24``).
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import numpy as np
 
 from lightning_svi.errors import DataError
 
-# Above this, a count read as a float is no longer exact (and a float32 tensor of it may overflow).
-LARGEST_COUNT = 2**53 - 1
+# The models' tensors are float32, which holds every whole number up to 2**24 and not all above it.
+LARGEST_COUNT = 2**24
+# Longer cells are shown cut to this many characters in a message.
+SHOWN_CELL_CHARS = 40
 # Lines are checked this many bytes at a time: NumPy's temporaries stay a few times this size.
 BLOCK_BYTES = 1 << 20
 # Cells longer than this (and any with more than 15 digits) go to Python's ``float``.
@@ -63,7 +72,11 @@ class TableSpec:
     row_checks: tuple[RowCheck, ...] = field(default_factory=tuple)
 
     def describe(self) -> str:
-        kind = f"non-negative integers up to {LARGEST_COUNT}" if self.integer and self.non_negative else "numbers"
+        kind = (
+            f"non-negative integers up to {LARGEST_COUNT} = 2**24, the models' float32 holds them exactly"
+            if self.integer and self.non_negative
+            else "numbers"
+        )
         return f"columns {', '.join(self.columns)} ({kind}), one row per data point"
 
 
@@ -88,15 +101,20 @@ class Table(dict):
     __hash__ = None  # type: ignore[assignment]
 
 
-def require_file(path: Path, expected: str) -> None:
+def data_path(path: str | Path) -> Path:
+    """``data.path`` as a path, with a leading ``~`` expanded as a shell would (Hydra passes it as typed)."""
+    return Path(path).expanduser()
+
+
+def require_file(path: str | Path, expected: str) -> None:
     """Raise ``DataError`` unless ``path`` is a file; ``expected`` says what it should hold."""
-    if not path.is_file():
-        raise DataError(f"data.path={path}: no such file. Expected a CSV file with {expected}.")
+    if not data_path(path).is_file():
+        raise DataError(f"data.path={data_path(path)}: no such file. Expected a CSV file with {expected}.")
 
 
 def read_table(path: str | Path, spec: TableSpec) -> Table:
     """Read ``path`` into one float64 array per column of ``spec``, or raise ``DataError`` saying what is wrong."""
-    path = Path(path)
+    path = data_path(path)
     where = f"data.path={path}"
     require_file(path, spec.describe())
     text = _read_text_bytes(path, where)
@@ -109,6 +127,12 @@ def read_table(path: str | Path, spec: TableSpec) -> Table:
             f"{where}: missing column(s) {', '.join(missing)}; the header has {', '.join(header) or 'nothing'}. "
             f"Expected {spec.describe()}."
         )
+    named_twice = sorted({name for name in header if name and header.count(name) > 1})
+    if named_twice:
+        raise DataError(
+            f"{where}, line {first_line - 1}: the header names column {named_twice[0]} twice; "
+            "each column needs a name of its own."
+        )
     positions = [header.index(name) for name in spec.columns]
     split = _split_quoted if text.find(b'"', body_start) >= 0 else _split_plain
     # Filled in place, a block at a time: room for every line, of which the header and blank ones stay unused.
@@ -116,7 +140,7 @@ def read_table(path: str | Path, spec: TableSpec) -> Table:
     columns = {name: np.empty(num_lines) for name in spec.columns}
     num_rows = 0
     for block in split(text, body_start, first_line, positions, spec.columns, where):
-        for name, values in _check_block(block, spec, where).items():
+        for name, values in _check_block(block, spec, len(header), where).items():
             columns[name][num_rows : num_rows + len(values)] = values
         num_rows += len(block.line_numbers)
     if num_rows == 0:
@@ -148,13 +172,38 @@ def _find_header(text: bytes, where: str) -> tuple[int, list[str] | None, int]:
     non-blank cell; ``None`` for the cells where there is none."""
     line_end = [0]
     reader = csv.reader(_lines(text, 0, line_end))
+    lines_read = 0
     try:
         for cells in reader:
+            problem = _several_lines(reader.line_num - lines_read, lines_read + 1, where)
+            if problem:
+                raise DataError(problem)
+            lines_read = reader.line_num
             if any(cell.strip() for cell in cells):
                 return reader.line_num + 1, [cell.strip() for cell in cells], line_end[0]
     except csv.Error as error:
-        raise DataError(f"{where}, line {reader.line_num}: {error}.") from None
+        raise DataError(_csv_module_problem(error, reader.line_num, where)) from None
     return reader.line_num + 1, None, len(text)
+
+
+def _several_lines(num_lines: int, line_number: int, where: str) -> str | None:
+    """The message for a row the ``csv`` module read from ``num_lines`` > 1 lines (a quoted cell with a
+    line break), None for a row on one line."""
+    if num_lines <= 1:
+        return None
+    return (
+        f"{where}, line {line_number}: a quoted cell runs over {num_lines} lines; "
+        "each row must be on one line, with one number per cell."
+    )
+
+
+def _csv_module_problem(error: csv.Error, line_number: int, where: str) -> str:
+    if "field larger than field limit" in str(error):
+        return (
+            f"{where}, line {line_number}: a cell longer than {csv.field_size_limit()} characters (the csv "
+            "module's limit); each cell holds one number."
+        )
+    return f"{where}, line {line_number}: {error}."
 
 
 def _lines(text: bytes, start: int, line_end: list[int]) -> Iterator[str]:
@@ -170,10 +219,11 @@ def _lines(text: bytes, start: int, line_end: list[int]) -> Iterator[str]:
 
 @dataclass
 class _Block:
-    """Consecutive non-blank data lines: their numbers in the file and each spec column's cells,
-    parsed where the vectorized parser could (``parsed``), with the cell's text on demand."""
+    """Consecutive non-blank data lines: their numbers in the file, how many cells each has, and each
+    spec column's cells, parsed where the vectorized parser could (``parsed``), with the cell's text on demand."""
 
     line_numbers: np.ndarray
+    num_cells: np.ndarray
     values: dict[str, np.ndarray]
     parsed: dict[str, np.ndarray]
     cell_text: Callable[[str, int], str]
@@ -220,6 +270,7 @@ def _split_plain(
 
         yield _Block(
             line_numbers,
+            num_commas + 1,
             {name: values for name, (values, _) in parsed_cells.items()},
             {name: parsed for name, (_, parsed) in parsed_cells.items()},
             cell_text,
@@ -331,6 +382,9 @@ def _parse_decimals(chunk: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> 
 
 
 def _python_float(cell: str) -> tuple[float, bool]:
+    """``float(cell)`` for a number as CSV writes it: ASCII, without Python's ``_`` digit separators."""
+    if not cell.isascii() or "_" in cell:
+        return np.nan, False
     try:
         return float(cell.strip()), True
     except ValueError:
@@ -345,36 +399,53 @@ def _split_quoted(
     reader = csv.reader(_lines(text, start, [0]))
     lines_read = 0
     line_numbers: list[int] = []
+    num_cells: list[int] = []
     cells: dict[str, list[str]] = {name: [] for name in names}
+    problem = None  # raised once the rows before it are checked: an earlier bad line is reported first
     try:
         for row in reader:
-            line_number, lines_read = first_line + lines_read, reader.line_num
+            line_number = first_line + lines_read
+            problem = _several_lines(reader.line_num - lines_read, line_number, where)
+            if problem:
+                break
+            lines_read = reader.line_num
             if not any(cell.strip() for cell in row):
                 continue
             line_numbers.append(line_number)
+            num_cells.append(len(row))
             for name, position in zip(names, positions, strict=True):
                 cells[name].append(row[position].strip() if position < len(row) else "")
             if len(line_numbers) * len(names) >= BLOCK_BYTES // 8:
-                yield _text_block(line_numbers, cells)
-                line_numbers, cells = [], {name: [] for name in names}
+                yield _text_block(line_numbers, num_cells, cells)
+                line_numbers, num_cells, cells = [], [], {name: [] for name in names}
     except csv.Error as error:
-        raise DataError(f"{where}, line {first_line + reader.line_num - 1}: {error}.") from None
-    yield _text_block(line_numbers, cells)
+        problem = _csv_module_problem(error, first_line + reader.line_num - 1, where)
+    yield _text_block(line_numbers, num_cells, cells)
+    if problem:
+        raise DataError(problem)
 
 
-def _text_block(line_numbers: list[int], cells: dict[str, list[str]]) -> _Block:
+def _text_block(line_numbers: list[int], num_cells: list[int], cells: dict[str, list[str]]) -> _Block:
     values, parsed = {}, {}
     for name, texts in cells.items():
         pairs = [_python_float(cell) for cell in texts]
         values[name] = np.array([value for value, _ in pairs], dtype=np.float64)
         parsed[name] = np.array([ok for _, ok in pairs], dtype=bool)
-    return _Block(np.array(line_numbers, dtype=np.int64), values, parsed, lambda name, row: cells[name][row])
+    return _Block(
+        np.array(line_numbers, dtype=np.int64),
+        np.array(num_cells, dtype=np.int64),
+        values,
+        parsed,
+        lambda name, row: cells[name][row],
+    )
 
 
-def _check_block(block: _Block, spec: TableSpec, where: str) -> dict[str, np.ndarray]:
-    """The block's columns, or ``DataError`` for its first bad line: the first cell the spec does not
-    allow, in the spec's column order, else the first row check it violates."""
+def _check_block(block: _Block, spec: TableSpec, num_columns: int, where: str) -> dict[str, np.ndarray]:
+    """The block's columns, or ``DataError`` for its first bad line: a number of cells other than the
+    header's ``num_columns``, else the first cell the spec does not allow, in the spec's column order,
+    else the first row check it violates."""
     num_rows = len(block.line_numbers)
+    bad_count_row = _first(block.num_cells != num_columns)
     with np.errstate(invalid="ignore"):
         allowed = []
         for name in spec.columns:
@@ -385,7 +456,7 @@ def _check_block(block: _Block, spec: TableSpec, where: str) -> dict[str, np.nda
             if spec.non_negative:
                 ok &= values >= 0
             allowed.append(ok)
-        bad_cell_row = _first(~np.logical_and.reduce(allowed))
+        bad_cell_row = min(bad_count_row, _first(~np.logical_and.reduce(allowed)))
         first_violation, violated = bad_cell_row, None
         for check in spec.row_checks:
             holds = np.broadcast_to(np.asarray(check.holds(block.values), dtype=bool), (num_rows,))
@@ -397,13 +468,31 @@ def _check_block(block: _Block, spec: TableSpec, where: str) -> dict[str, np.nda
         raise DataError(
             f"{where}, line {block.line_numbers[first_violation]}: {shown} violates {violated.description}."
         )
+    if bad_count_row == bad_cell_row < num_rows:
+        raise DataError(
+            f"{where}, line {block.line_numbers[bad_count_row]}: {_cells(block.num_cells[bad_count_row])}, but the "
+            f"header has {_cells(num_columns)}; every row needs one cell per column."
+        )
     if bad_cell_row < num_rows:
         name = next(name for name, ok in zip(spec.columns, allowed, strict=True) if not ok[bad_cell_row])
         raise DataError(
             f"{where}, line {block.line_numbers[bad_cell_row]}, column {name}: "
-            f"{block.cell_text(name, bad_cell_row)!r} is not allowed; expected {spec.describe()}."
+            f"{_shown(block.cell_text(name, bad_cell_row))} is not allowed; expected {spec.describe()}."
         )
     return block.values
+
+
+def _cells(number: int) -> str:
+    return f"{number} cell{'' if number == 1 else 's'}"
+
+
+def _shown(cell: str) -> str:
+    """A cell as a message quotes it: an empty one by name, a long one cut."""
+    if not cell:
+        return "an empty cell"
+    if len(cell) > SHOWN_CELL_CHARS:
+        return f"{cell[:SHOWN_CELL_CHARS]!r}... ({len(cell)} characters)"
+    return repr(cell)
 
 
 def _first(mask: np.ndarray) -> int:
