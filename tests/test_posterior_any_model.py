@@ -22,7 +22,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from lightning_svi.analysis.posterior import enumerated_marginals, posterior_summary
-from lightning_svi.core.guides import is_enumerated
+from lightning_svi.core.sites import is_enumerated
 from lightning_svi.logging.summary import to_json_tree
 from lightning_svi.models.beta_binomial import BetaBinomial
 from tests.conftest import exact_beta_binomial_guide as exact_guide

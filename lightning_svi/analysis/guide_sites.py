@@ -11,23 +11,12 @@ from __future__ import annotations
 import pyro.poutine as poutine
 import torch
 from pyro.nn import PyroModule
-from pyro.poutine.util import site_is_subsample
 
 from lightning_svi.core.params import named_parameters
+from lightning_svi.core.sites import is_latent
 from lightning_svi.core.svi_model import Batch
 
 UNATTACHED = "other"
-
-
-def is_latent_site(site: dict) -> bool:
-    """A sample site of a latent variable: not observed, not a plate's subsample, not an autoguide's
-    auxiliary (such as the packed vector a joint autoguide draws all latents from)."""
-    return (
-        site["type"] == "sample"
-        and not site["is_observed"]
-        and not site_is_subsample(site)
-        and not site["infer"].get("is_auxiliary", False)
-    )
 
 
 def sites_shaped_by(guide: PyroModule, batch: Batch) -> dict[str, tuple[str, ...]]:
@@ -42,7 +31,7 @@ def sites_shaped_by(guide: PyroModule, batch: Batch) -> dict[str, tuple[str, ...
     with torch.enable_grad():
         trace = poutine.trace(guide).get_trace(batch)
         for site_name, site in trace.nodes.items():
-            if not is_latent_site(site):
+            if not is_latent(site):
                 continue
             outputs = [tensor.sum() for tensor in (site["value"], site["fn"].log_prob(site["value"]))]
             outputs = [output for output in outputs if output.requires_grad]

@@ -34,6 +34,7 @@ from pyro.poutine import Trace
 from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from pyro.poutine.util import site_is_subsample
 
+from lightning_svi.core.sites import is_enumerated, is_latent, is_observed
 from lightning_svi.errors import one_line
 
 Batch = dict[str, torch.Tensor]
@@ -54,37 +55,13 @@ DRAWN_ELEMENTS = 500_000_000
 EXACT_SAMPLES = 20_000
 
 
-def _is_observed(site: dict) -> bool:
-    """Data, not a ``pyro.deterministic`` value (which Pyro also records as an observed sample site)."""
-    return (
-        site["type"] == "sample"
-        and site["is_observed"]
-        and not site_is_subsample(site)
-        and not site["infer"].get("_deterministic", False)
-    )
-
-
-def _is_latent(site: dict) -> bool:
-    return (
-        site["type"] == "sample"
-        and not site["is_observed"]
-        and not site_is_subsample(site)
-        and not site["infer"].get("is_auxiliary", False)
-    )
-
-
-def _is_enumerated(site: dict) -> bool:
-    """A site ``TraceEnum_ELBO`` sums out (no guide samples it)."""
-    return site["infer"].get("enumerate") == "parallel"
-
-
 class ReleaseObserved(UnconditionMessenger):
     """``poutine.uncondition`` for data sites only: a plate's subsample (which Pyro records as an
     observed site) and a ``pyro.deterministic`` value keep their values. Pyro's own would draw a new
     subsample of rows, misaligned with the data and with the guide's rows."""
 
     def _pyro_sample(self, msg: dict) -> None:
-        if _is_observed(msg):
+        if is_observed(msg):
             super()._pyro_sample(msg)
 
 
@@ -115,11 +92,11 @@ class Sites:
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(data)
         latent, enumerated, observed, sources = {}, {}, {}, {}
         for name, site in model_trace.nodes.items():
-            if _is_observed(site):
+            if is_observed(site):
                 observed[name] = site["value"]
-            elif _is_latent(site) and _is_enumerated(site) and name not in guide_trace.nodes:
+            elif is_latent(site) and is_enumerated(site) and name not in guide_trace.nodes:
                 enumerated[name] = (site["value"].shape, _support_size(site["fn"]))
-            elif _is_latent(site):
+            elif is_latent(site):
                 latent[name] = site["value"].shape
                 guide_site = guide_trace.nodes.get(name)
                 sources[name] = (guide_site or site)["fn"]

@@ -31,11 +31,8 @@ from pyro.poutine import Trace
 from lightning_svi.config.targets import check_target, constructing, locate, target_path
 from lightning_svi.config.targets import options as target_options
 from lightning_svi.core.rng import untouched_rng
+from lightning_svi.core.sites import holds_enumerated_values
 from lightning_svi.errors import ConfigError
-
-
-def _is_enumerated(site: dict) -> bool:
-    return site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None
 
 
 def summed_out_log_density(model_trace: Trace, guide_trace: Trace) -> tuple[list[str], torch.Tensor]:
@@ -138,7 +135,9 @@ class StepTraces(LogProbs):
 
     @cached_property
     def is_enumerated(self) -> bool:
-        return any(_is_enumerated(site) for model_trace, _ in self.pairs for site in model_trace.nodes.values())
+        return any(
+            holds_enumerated_values(site) for model_trace, _ in self.pairs for site in model_trace.nodes.values()
+        )
 
     def _add(self, sums: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
         if self.num_particles != 1:

@@ -1,4 +1,5 @@
-"""What the framework adds to Pyro's guides: the empty guide, and which sites no guide may sample.
+"""What the framework adds to Pyro's guides: the empty guide. Which sites no guide may sample says
+``sites.is_enumerated``.
 
 Every other guide is a ``_target_`` (an autoguide, or the user's own): see ``programs.build``.
 """
@@ -17,8 +18,3 @@ class EmptyGuide(PyroModule):
 
     def forward(self, *args: object, **kwargs: object) -> None:
         return None
-
-
-def is_enumerated(message: dict) -> bool:
-    """True for a sample site that ``TraceEnum_ELBO`` sums out: no guide may sample it."""
-    return message["type"] == "sample" and message["infer"].get("enumerate") == "parallel"

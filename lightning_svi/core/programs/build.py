@@ -36,9 +36,10 @@ from torch import nn
 
 from lightning_svi.config.checks import nothing_to_train
 from lightning_svi.config.targets import check_target, constructing, instantiated
-from lightning_svi.core.guides import EmptyGuide, is_enumerated
+from lightning_svi.core.guides import EmptyGuide
 from lightning_svi.core.programs.inputs import resolve_inputs
 from lightning_svi.core.programs.program import PyroProgram
+from lightning_svi.core.sites import is_enumerated
 from lightning_svi.core.svi_model import SVIModel
 from lightning_svi.errors import ConfigError
 

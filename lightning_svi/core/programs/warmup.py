@@ -12,12 +12,12 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import ELBO
-from pyro.poutine.util import site_is_subsample
 
 from lightning_svi.core.estimators import explain_vectorization_error
 from lightning_svi.core.programs.inputs import ROW_INDEX, Batch
 from lightning_svi.core.programs.program import PyroProgram
 from lightning_svi.core.programs.sides import ParameterSides, split_sides
+from lightning_svi.core.sites import is_observed
 from lightning_svi.errors import ConfigError, UserInputError, one_line
 
 
@@ -57,7 +57,7 @@ def check_minibatch_scaling(model: torch.nn.Module, batch: Batch, num_rows: int)
     unscaled = [
         name
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and site["is_observed"] and not site_is_subsample(site) and site["scale"] == 1.0
+        if is_observed(site) and site["scale"] == 1.0
     ]
     if unscaled:
         raise ConfigError(
