@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lightning_svi"
 # Lowest first. A module may import from its own layer or any layer before it.
 LAYERS = [
     "errors",
+    "lightning_state",
     "config",
     "core",
     "compile",

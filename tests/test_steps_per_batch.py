@@ -64,11 +64,12 @@ def test_divergence_inside_a_batch_is_caught_at_its_end_and_says_which_steps(tra
     assert first == step - 9 and step % 10 == 0
 
 
-@pytest.mark.parametrize(("precision", "lightning_backwards"), [([], 2), (["+trainer.precision=bf16-mixed"], 20)])
-def test_lightning_runs_the_backward_of_each_batch_end_or_of_every_step_under_a_precision_plugin(
+@pytest.mark.parametrize(("precision", "lightning_backwards"), [([], 0), (["+trainer.precision=bf16-mixed"], 20)])
+def test_lightning_runs_the_backward_of_every_step_under_a_precision_plugin_and_of_none_without(
     train_in_process, monkeypatch: pytest.MonkeyPatch, precision: list[str], lightning_backwards: int
 ) -> None:
-    """Steps before a batch's last call autograd directly, unless the precision plugin may act on the loss."""
+    """Plain float on one process calls autograd and the optimizer directly; a precision plugin (which
+    may scale the loss) gets Lightning's backward and optimizer step on every step."""
     from lightning_svi.training.module import SVIModule
 
     calls = []

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lightning_svi.config.table import read_table
 from lightning_svi.core.svi_model import Batch, SVIModel
 from lightning_svi.data.readers import DtypeOption, read_columns
+from lightning_svi.lightning_state import batches_taken
 
 
 class TensorTable(Dataset):
@@ -107,10 +108,9 @@ class TensorDataModule(pl.LightningDataModule):
         self.batches_taken = 0
 
     def state_dict(self) -> dict[str, int]:
-        # Lightning's own count: it excludes the batch its data fetcher has prefetched but not yet used.
         if self.trainer is None:
             return {"batches_taken": self.batches_taken}
-        return {"batches_taken": self.trainer.fit_loop.epoch_loop.batch_progress.total.ready}
+        return {"batches_taken": batches_taken(self.trainer)}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.batches_taken = state_dict["batches_taken"]

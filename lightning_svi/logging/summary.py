@@ -205,7 +205,7 @@ class RunSummary(StepLogger):
                 "wall_seconds": time.perf_counter() - self.started_at,
                 "steps_per_second": self.steps_timed / loop_seconds if loop_seconds > 0 else None,
                 # compile.enabled=true: tracing and compiling the step, before the loop (not in its rate)
-                "compile_seconds": pl_module.compiled_step.compile_seconds if pl_module.compiled_step else None,
+                "compile_seconds": pl_module.engine.compile_seconds if pl_module.engine else None,
             },
         }
         if error is not None:

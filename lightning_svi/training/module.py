@@ -9,10 +9,8 @@ import pyro
 import pytorch_lightning as pl
 import torch
 from pyro.infer import ELBO
-from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.plugins.precision import Precision
 from torch import nn
-from torch.optim.lr_scheduler import LRScheduler
 
 from lightning_svi.checkpointing.identity import IDENTITY_KEY, check_identity, checkpoint_identity
 from lightning_svi.compile.compiled_step import CompiledSVIStep, CompileError
@@ -24,7 +22,8 @@ from lightning_svi.core.programs.warmup import warm_up
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.logging.step_logger import Metrics, StepLogger, is_logging_step, log_scalars, merged
 from lightning_svi.training.distributed import mean_over_ranks, seed_ranks_apart
-from lightning_svi.training.lightning_state import count_step, resolve_steps_per_batch, steps_this_batch
+from lightning_svi.training.observed_steps import resolve_steps_per_batch, steps_this_batch
+from lightning_svi.training.step_engine import CompiledStep, EagerStep, UpdateRoute
 
 # Never parameters, buffers or submodules, so nn.Module.__setattr__ has nothing to do for them.
 _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss", "last_traces", "batch_steps"})
@@ -72,7 +71,7 @@ class SVIModule(pl.LightningModule):
         self.validate_first_step = validate_first_step
         self.compile_backend = compile_backend
         self.after_step = after_step  # optim.after_step: user code run after every optimizer step
-        self.compiled_step: CompiledSVIStep | None = None
+        self.engine: EagerStep | None = None  # built in on_train_start, once the optimizer exists
         self.steps_per_batch_option = steps_per_batch
         self.steps_per_batch = 1  # decided in setup, once the number of processes is known
         self.batch_steps = 1  # steps the latest batch ran (for the divergence guard's message)
@@ -85,7 +84,6 @@ class SVIModule(pl.LightningModule):
         # The trainer's step loggers, merged into one hook each (set in on_train_start).
         self.log_before_update: Callable[..., Metrics] = merged([])
         self.log_after_update: Callable[..., Metrics] = merged([])
-        self.plain_precision = False  # whether Lightning's backward is plain autograd (set in on_train_start)
         self.sides: ParameterSides | None = None  # θ and φ by use, found in setup
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -124,57 +122,66 @@ class SVIModule(pl.LightningModule):
         self.steps_per_batch = resolve_steps_per_batch(
             self.steps_per_batch_option, self.trainer.world_size, full_batch, compiled=self.compile_backend is not None
         )
-        if self.compile_backend is not None and self.trainer.world_size > 1:
-            raise CompileError("compile.enabled=true runs on one process; use compile.enabled=false with DDP.")
+        if self.compile_backend is not None and not self._plain_updates():
+            raise CompileError(
+                "compile.enabled=true runs on one process in plain float precision; "
+                "use compile.enabled=false with DDP or a trainer.precision plugin."
+            )
 
     def on_train_start(self) -> None:
         loggers = [callback for callback in self.trainer.callbacks if isinstance(callback, StepLogger)]
         self.log_before_update = merged([logger.before_update for logger in loggers])
         self.log_after_update = merged([logger.after_update for logger in loggers])
-        self.plain_precision = type(self.trainer.precision_plugin) is Precision
+        self.engine = self._step_engine()
+
+    def _plain_updates(self) -> bool:
+        """One process and plain float precision: nothing of Lightning's backward or optimizer step is needed."""
+        return self.trainer.world_size == 1 and type(self.trainer.precision_plugin) is Precision
+
+    def _step_engine(self) -> EagerStep:
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        if self._plain_updates():
+            route = UpdateRoute.plain(optimizer, scheduler, self.trainer)
+        else:
+            route = UpdateRoute.through_lightning(optimizer, scheduler, self.manual_backward)
+        if self.compile_backend is None:
+            return EagerStep(self.svi, self.estimator, route)
         # Traced here, once the optimizer (and a resumed run's state) exists: the graph may apply its update.
-        if self.compile_backend is not None:
-            example = next(iter(self.trainer.datamodule.train_dataloader()))
-            example = {name: tensor.to(self.device) for name, tensor in example.items()}
-            optimizer = self.optimizers().optimizer
-            self.compiled_step = CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend, optimizer)
+        example = next(iter(self.trainer.datamodule.train_dataloader()))
+        example = {name: tensor.to(self.device) for name, tensor in example.items()}
+        return CompiledStep(
+            CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend, optimizer.optimizer), route
+        )
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """The SVI steps on ``batch`` up to the next one that a Lightning callback observes (a
-        checkpoint, a picture, the last step; see ``observed_steps``). All but the last are applied
-        by the torch optimizer itself, or inside the compiled graph when no one logs them; the last
-        by Lightning's optimizer like any step. Logged steps call the step loggers wherever they
-        fall. No host sync: the guard checks once per batch (a non-finite value stays non-finite)."""
-        trainer = self.trainer
-        self.batch_steps = steps_this_batch(trainer, self.observed_every, self.steps_per_batch)
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        in_graph = self.compiled_step is not None and self.compiled_step.optimizer is not None
+        checkpoint, a picture, the last step; see ``observed_steps``). Logged steps call the step
+        loggers wherever they fall; the batch's last step keeps its loss for the divergence guard,
+        which checks once per batch (no host sync per step: a non-finite value stays non-finite)."""
+        self.batch_steps = steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch)
         for index in range(self.batch_steps):
-            step = trainer.global_step + 1
-            last = index == self.batch_steps - 1
-            logged = is_logging_step(trainer, step)
-            if in_graph and not (logged or last):
-                self.compiled_step.advance(batch)
-                _step_schedule(scheduler)
-                self._run_after_step()
-                count_step(trainer)
-                continue
-            loss, traces = self._loss_and_gradients(batch, through_lightning=last)
-            # Kept for the loggers, the guard and the progress bar; no self.log here: its per-step
-            # bookkeeping costs more than a small model's whole step.
-            self.last_loss, self.last_traces = loss.detach(), traces
-            if logged:
-                if trainer.world_size > 1:
-                    self.last_loss, self.last_traces = mean_over_ranks(trainer.strategy, self.last_loss, traces)
-                metrics = self.log_before_update(trainer, self, optimizer.optimizer, step)
-            _update(optimizer if last else optimizer.optimizer, scheduler)
+            step = self.trainer.global_step + 1
+            if is_logging_step(self.trainer, step):
+                self._logged_step(batch, step)
+            elif index == self.batch_steps - 1:
+                self.last_loss, self.last_traces = self.engine.loss_and_gradients(batch)
+                self.engine.update()
+            else:
+                self.engine.step(batch)
             self._run_after_step()
-            if not last:
-                count_step(trainer)
-            if logged:
-                metrics.update(self.log_after_update(trainer, self, step))
-                log_scalars(trainer, metrics, step)  # one copy to the host for the step's scalars
-        return loss
+        return self.last_loss
+
+    def _logged_step(self, batch: Batch, step: int) -> None:
+        """A step the loggers read: its estimates (averaged over ranks under DDP), the gradients
+        before the update and the parameters after it, sent to the host in one copy."""
+        loss, traces = self.engine.loss_and_gradients(batch)
+        if self.trainer.world_size > 1:
+            loss, traces = mean_over_ranks(self.trainer.strategy, loss, traces)
+        self.last_loss, self.last_traces = loss, traces
+        metrics = self.log_before_update(self.trainer, self, self.optimizers().optimizer, step)
+        self.engine.update()
+        metrics.update(self.log_after_update(self.trainer, self, step))
+        log_scalars(self.trainer, metrics, step)
 
     def _run_after_step(self) -> None:
         """``optim.after_step``, with its ``pyro.param(name)`` reads answered by the programs' parameters
@@ -183,20 +190,6 @@ class SVIModule(pl.LightningModule):
             return
         with parameters_in_scope(self.model, self.guide):
             self.after_step()
-
-    def _loss_and_gradients(self, batch: Batch, through_lightning: bool) -> tuple[torch.Tensor, LogProbs]:
-        """Loss and gradients of one step. Lightning's backward (its hooks and precision plugin,
-        about 70 µs) runs for a batch's last step, as for any step, and for every step under a
-        precision plugin other than plain float (one that may scale the loss); the steps before the
-        last use autograd directly, as they use the optimizer directly (DDP runs one step a batch)."""
-        if self.compiled_step is not None:
-            return self.compiled_step(batch)
-        loss = self.svi(batch)
-        if through_lightning or not self.plain_precision:
-            self.manual_backward(loss)
-        else:
-            loss.backward()
-        return loss, self.estimator.last_traces
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[IDENTITY_KEY] = checkpoint_identity(self.model, self.guide, checkpoint["state_dict"])
@@ -215,7 +208,8 @@ class SVIModule(pl.LightningModule):
         scheduler = build_scheduler(optimizer, self.trainer.max_steps, self.scheduler_options)
         if scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # Manual optimization: Lightning checkpoints the schedule; the step engine steps it after each update.
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
 def _first_rows(datamodule: pl.LightningDataModule, rows: int) -> Batch:
@@ -224,16 +218,3 @@ def _first_rows(datamodule: pl.LightningDataModule, rows: int) -> Batch:
     if table is not None:
         return table.__getitems__(torch.arange(rows))
     return next(iter(datamodule.train_dataloader()))
-
-
-def _update(optimizer: torch.optim.Optimizer | LightningOptimizer, scheduler: LRScheduler | None) -> None:
-    """One optimizer step: through Lightning's optimizer wrapper (which counts it and runs the
-    hooks) for an observed step, the torch optimizer itself for the others."""
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    _step_schedule(scheduler)
-
-
-def _step_schedule(scheduler: LRScheduler | None) -> None:
-    if scheduler is not None:
-        scheduler.step()

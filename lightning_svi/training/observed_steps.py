@@ -48,11 +48,3 @@ def steps_this_batch(trainer: pl.Trainer, every: Sequence[int], limit: int) -> i
         if step == trainer.max_steps or any(step % period == 0 for period in every):
             return count
     return limit
-
-
-def count_step(trainer: pl.Trainer) -> None:
-    """Count an optimizer step taken without Lightning's optimizer wrapper, as the wrapper would
-    (``trainer.global_step`` of a manually optimized module counts these)."""
-    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-    progress.increment_ready()
-    progress.increment_completed()

@@ -1,0 +1,110 @@
+"""One SVI step, eager or compiled: the loss and gradients of θ and φ, then the update.
+
+``SVIModule.training_step`` asks an engine for each step. A step the loggers look at goes through
+``loss_and_gradients`` then ``update``, so the loggers can read the step's estimates and gradients
+in between; a step nobody looks at goes through ``step``, which a compiled engine may run as one
+graph that also applies the update.
+
+How the update is applied is decided once per run (``UpdateRoute``): with plain float precision on
+one process the torch optimizer steps itself and the step is counted into Lightning's loop state
+(``lightning_state.count_step``); under DDP or a precision plugin (one that may scale the loss or
+step the optimizer itself) every step goes through Lightning's ``manual_backward`` and optimizer
+wrapper, which count it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from pyro.infer import ELBO
+from pytorch_lightning.core.optimizer import LightningOptimizer
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from lightning_svi.compile.compiled_step import CompiledSVIStep
+from lightning_svi.core.estimators import LogProbs
+from lightning_svi.core.svi_model import Batch
+from lightning_svi.lightning_state import count_step
+
+
+@dataclass
+class UpdateRoute:
+    """How a step's gradients are made and applied, and counted in ``trainer.global_step``.
+
+    ``backward`` turns the loss into gradients; ``optimizer`` applies them (the torch optimizer, or
+    Lightning's wrapper, which counts the step); ``count`` counts a step the wrapper did not.
+    """
+
+    backward: Callable[[torch.Tensor], None]
+    optimizer: torch.optim.Optimizer | LightningOptimizer
+    scheduler: LRScheduler | None
+    count: Callable[[], None]
+
+    @classmethod
+    def plain(cls, optimizer: LightningOptimizer, scheduler: LRScheduler | None, trainer: object) -> UpdateRoute:
+        """autograd and the torch optimizer directly: Lightning's closure machinery and hooks cost
+        about as much as a small model's backward pass."""
+        return cls(torch.Tensor.backward, optimizer.optimizer, scheduler, lambda: count_step(trainer))
+
+    @classmethod
+    def through_lightning(
+        cls, optimizer: LightningOptimizer, scheduler: LRScheduler | None, manual_backward: Callable
+    ) -> UpdateRoute:
+        """Lightning's backward (DDP's hooks, a precision plugin's loss scaling) and optimizer wrapper."""
+        return cls(manual_backward, optimizer, scheduler, lambda: None)
+
+    def apply(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.advance_schedule()
+        self.count()
+
+    def advance_schedule(self) -> None:
+        # Manual optimization: Lightning saves and restores the schedule but never steps it.
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+
+class EagerStep:
+    """Pyro's ELBO and autograd, as ``SVI.step`` runs them."""
+
+    compile_seconds: float | None = None  # tracing and compiling, for the run's summary
+
+    def __init__(self, svi: nn.Module, estimator: ELBO, route: UpdateRoute) -> None:
+        self.svi, self.estimator, self.route = svi, estimator, route
+
+    def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
+        loss = self.svi(batch)
+        self.route.backward(loss)
+        return loss.detach(), self.estimator.last_traces
+
+    def update(self) -> None:
+        self.route.apply()
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        """A step no logger reads: its loss is kept for the progress bar and the divergence guard."""
+        loss, _ = self.loss_and_gradients(batch)
+        self.update()
+        return loss
+
+
+class CompiledStep(EagerStep):
+    """The step's loss, gradients and log-probs from one traced graph (``compile.compiled_step``);
+    with torch's fused Adam, a step nobody reads is the graph alone, update included."""
+
+    def __init__(self, compiled: CompiledSVIStep, route: UpdateRoute) -> None:
+        self.compiled, self.route = compiled, route
+        self.compile_seconds = compiled.compile_seconds
+
+    def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
+        return self.compiled(batch)
+
+    def step(self, batch: Batch) -> torch.Tensor | None:
+        if self.compiled.optimizer is None:
+            return super().step(batch)
+        self.compiled.advance(batch)  # the graph keeps no loss: the batch's logged or last step has one
+        self.route.advance_schedule()
+        self.route.count()
+        return None
