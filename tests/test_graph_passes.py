@@ -10,8 +10,9 @@ import torch
 from torch._inductor.decomposition import select_decomp_table
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from lightning_svi.compile.compiled_step import CompiledSVIStep, _pyro_static_tracing
+from lightning_svi.compile.compiled_step import CompiledSVIStep
 from lightning_svi.compile.graph_passes import hoist_elementwise_before_expand
+from lightning_svi.core.patches import pyro_static_tracing
 from lightning_svi.data.datamodule import TensorDataModule
 from lightning_svi.models.beta_bernoulli import BetaBernoulli
 from lightning_svi.training.run import build_module, reset_global_state
@@ -89,7 +90,7 @@ def test_the_beta_bernoulli_step_gives_the_same_loss_and_gradients_once_hoisted(
     module.svi(batch)  # creates the guide's parameters
     step = CompiledSVIStep(module.svi, module.estimator, batch, backend="fx")
     inputs = step._flat_inputs(batch, update=False)
-    with _pyro_static_tracing():
+    with pyro_static_tracing():
         graph, hoisted, moved = traced_and_hoisted(step._flat_step, *inputs)
     assert moved > 0
     logarithms = {torch.ops.aten.log.default, torch.ops.aten.log1p.default}

@@ -37,8 +37,9 @@ class _ManualSteps(pl.LightningModule):
         return torch.utils.data.DataLoader(torch.arange(100.0), batch_size=1)
 
 
-def test_the_lightning_version_is_the_one_the_private_state_was_checked_against() -> None:
-    assert pl.__version__ == CHECKED_AGAINST, (
+def test_the_lightning_version_is_in_the_series_the_private_state_was_checked_against() -> None:
+    series = ".".join(CHECKED_AGAINST.split(".")[:2])
+    assert pl.__version__.startswith(series + "."), (
         f"pytorch-lightning {pl.__version__}: check lightning_svi/lightning_state.py against it, then update "
         "CHECKED_AGAINST and the pin in pyproject.toml"
     )

@@ -14,16 +14,10 @@ the data module guarantees.
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
-from unittest import mock
 
-import pyro
-import pyro.infer.util
-import pyro.util
 import torch
 import torch._inductor
 from pyro.infer import ELBO
@@ -33,6 +27,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from lightning_svi.compile.graph_passes import hoist_elementwise_before_expand
 from lightning_svi.core.estimators import ComputedLogProbs, StepTraces
+from lightning_svi.core.patches import pyro_static_tracing
 from lightning_svi.core.rng import untouched_rng
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.errors import UserInputError
@@ -42,41 +37,6 @@ BACKENDS = ("fx", "inductor")
 
 class CompileError(UserInputError):
     """The model or guide cannot be traced into a static graph."""
-
-
-_masked_select = torch.Tensor.masked_select
-
-
-def _dice_masked_select(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Dice's expectation (``pyro.infer.util``) masks its factors and costs alike, then dots them:
-    zeros in place of the masked entries give the same dot product (and gradient) in a tensor of
-    fixed size, which the compiler can fuse; a value-dependent size splits the graph."""
-    if sys._getframe(1).f_globals.get("__name__") == "pyro.infer.util":
-        return torch.where(mask, tensor, 0)
-    return _masked_select(tensor, mask)
-
-
-def _sum_of_products(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Dice's full dot product of two same-shaped tensors, without flattening them: a reduction over
-    the original dimensions vectorizes along the data; one over a flattened view of broadcast
-    tensors needs an index division per element and runs scalar."""
-    return (x * y).sum()
-
-
-@contextmanager
-def _pyro_static_tracing() -> Iterator[None]:
-    """Skip Pyro's value-dependent checks while tracing: they ask whether torch.jit is tracing
-    (``mask.all()`` in Dice), test tensors for NaN, or validate arguments and supports, which a
-    graph cannot do (the eager path validated the model and guide once, in setup)."""
-    with (
-        pyro.validation_enabled(False),
-        mock.patch.object(torch._C, "_get_tracing_state", lambda: True),
-        mock.patch.object(pyro.util, "torch_isnan", lambda value: False),
-        mock.patch.object(pyro.util, "torch_isinf", lambda value: False),
-        mock.patch.object(torch.Tensor, "masked_select", _dice_masked_select),
-        mock.patch.object(pyro.infer.util, "_fulldot", _sum_of_products),
-    ):
-        yield
 
 
 def _trace(step: Callable[..., Any], inputs: list[torch.Tensor], backend: str) -> torch.fx.GraphModule:
@@ -138,7 +98,7 @@ class CompiledSVIStep:
         started = time.perf_counter()
         inputs = self._flat_inputs(example_batch, update=False)
         try:
-            with _pyro_static_tracing():
+            with pyro_static_tracing():
                 graph = _trace(self._flat_step, inputs, backend)
         except Exception as error:
             raise CompileError(

@@ -21,11 +21,11 @@ from pytorch_lightning.loggers import Logger
 from lightning_svi.checkpointing.atomic_io import AtomicCheckpointIO
 from lightning_svi.checkpointing.rank_state import RankStateDump
 from lightning_svi.checkpointing.resume import checkpoint_to_resume
-from lightning_svi.compile.positive_transform import positive_as_exp
 from lightning_svi.config.targets import check_target, constructing, instantiated, locate, parameters, target_name
 from lightning_svi.config.targets import options as target_options
 from lightning_svi.core.estimators import build_estimator
 from lightning_svi.core.optim import build_after_step
+from lightning_svi.core.patches import positive_as_exp
 from lightning_svi.core.programs.build import build_guide, build_model, guide_name, pair_programs
 from lightning_svi.core.svi_model import SVIModel
 from lightning_svi.data.datamodule import FileDataModule, TensorDataModule, load_data

@@ -1,16 +1,24 @@
-"""positive_as_exp: positive parameters constrained by exp alone, with the same values and
-gradients as torch's exp-then-affine, and the registries as they were after the block."""
+"""The patches of torch's and Pyro's code (``lightning_svi.core.patches``): each does what it claims inside
+its block, leaves the library as it was after it, and still meets the library code it patches (a
+torch or Pyro release that changes that code fails here, not in a user's run).
+
+positive_as_exp: positive parameters constrained by exp alone, with the same values and gradients as
+torch's exp-then-affine. pyro_static_tracing: Dice's masked branch taken in a fixed-size form, its
+dot product and Pyro's NaN checks replaced, with the same loss and gradients."""
 
 from __future__ import annotations
 
+import warnings
+
 import pyro
+import pyro.util
 import pytest
 import torch
 from torch.distributions import biject_to, constraints, transform_to
 from torch.distributions.transforms import ComposeTransform, ExpTransform
 
-from lightning_svi.compile.positive_transform import positive_as_exp
 from lightning_svi.core.estimators import build_estimator
+from lightning_svi.core.patches import positive_as_exp, pyro_static_tracing
 from lightning_svi.models.beta_bernoulli import BetaBernoulli
 
 LOWER_BOUNDED = [
@@ -85,3 +93,62 @@ def test_svi_on_positive_parameters_follows_the_same_path_bit_for_bit() -> None:
     assert len(actual) == 4
     for want, got in zip(expected, actual, strict=True):
         assert torch.equal(got, want)
+
+
+# -- pyro_static_tracing ---------------------------------------------------------------------------
+
+
+def _beta_bernoulli_loss_and_gradients() -> tuple[torch.Tensor, list[torch.Tensor]]:
+    pyro.settings.set(module_local_params=True)
+    pyro.set_rng_seed(0)
+    model = BetaBernoulli(num_data=50)
+    batch = {"index": torch.arange(50), **BetaBernoulli.synthetic_data(seed=0, num_flips=50)}
+    svi = build_estimator("TraceEnum_ELBO")(model, model.full_guide())
+    svi(batch)  # creates the guide's parameters
+    pyro.set_rng_seed(1)
+    loss = svi(batch)
+    return loss.detach(), [g.clone() for g in torch.autograd.grad(loss, list(svi.parameters()))]
+
+
+def test_static_tracing_gives_the_loss_and_gradients_of_the_eager_step() -> None:
+    eager = _beta_bernoulli_loss_and_gradients()
+    with pyro_static_tracing():
+        traced = _beta_bernoulli_loss_and_gradients()
+    torch.testing.assert_close(traced[0], eager[0])
+    for traced_gradient, eager_gradient in zip(traced[1], eager[1], strict=True):
+        torch.testing.assert_close(traced_gradient, eager_gradient)
+
+
+def test_dice_still_masks_through_masked_select_when_it_thinks_it_is_traced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracing-state and masked_select patches meet Pyro's Dice: under the block it takes the
+    masked branch (it asks ``torch._C._get_tracing_state``), and the mask reaches ``masked_select``
+    from ``pyro.infer.util``, where the fixed-size form replaces it."""
+    from lightning_svi.core import patches
+
+    calls = []
+    original = patches._dice_masked_select
+    monkeypatch.setattr(patches, "_dice_masked_select", lambda t, m: calls.append(1) or original(t, m))
+    with pyro_static_tracing():
+        _beta_bernoulli_loss_and_gradients()
+    assert calls, "Pyro's Dice no longer calls masked_select under tracing: the patch is dead, remove or redo it"
+    assert torch.Tensor.masked_select is patches._masked_select  # the block put torch's own back
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (4, 1, 5)])
+def test_the_sum_of_products_is_pyros_full_dot_product(shape: tuple[int, ...]) -> None:
+    import pyro.infer.util
+
+    from lightning_svi.core.patches import _sum_of_products
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.rand(shape, generator=generator), torch.rand(shape, generator=generator)
+    torch.testing.assert_close(_sum_of_products(x, y), pyro.infer.util._fulldot(x, y))
+
+
+def test_pyros_nan_warning_goes_through_the_patched_check() -> None:
+    nan = torch.tensor(float("nan"))
+    with pytest.warns(UserWarning, match="Encountered NaN"):
+        pyro.util.warn_if_nan(nan)
+    with pyro_static_tracing(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pyro.util.warn_if_nan(nan)  # the check a graph cannot make is skipped

@@ -1,0 +1,102 @@
+"""Every patch of torch's and Pyro's own code, each applied only inside a context manager.
+
+Each is a speed or traceability fix that a supported route does not give on torch 2.13 / Pyro 1.9.2
+(the range pinned in pyproject.toml). ``tests/test_patches.py`` checks, per patch, that the patched
+library still behaves as the patch assumes, so an upgrade that changes it fails there, not in a run.
+
+* ``positive_as_exp``: positive parameters constrained by ``exp`` alone (the whole fit, ``train``).
+* ``pyro_static_tracing``: Pyro's value-dependent checks skipped while a step is traced into a graph
+  (``compile.compiled_step``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from unittest import mock
+
+import pyro
+import pyro.infer.util
+import pyro.util
+import torch
+from torch.distributions import biject_to, constraints, transform_to
+from torch.distributions.constraint_registry import ConstraintRegistry
+from torch.distributions.transforms import AffineTransform, ComposeTransform, ExpTransform, Transform
+
+# -- positive parameters constrained by exp alone, as torch means them to be ---------------------
+#
+# torch registers ``ExpTransform`` for ``constraints.positive`` and then, for the same constraint
+# class (``positive`` is ``greater_than(0)``), ``exp`` followed by ``0 + 1 · x``; the later
+# registration wins. Every read of a positive ``PyroParam`` (and every positive latent site an
+# autoguide constrains) then runs two extra tensor ops forward and two backward, and builds three
+# transform objects: on the 5,000-flip beta-Bernoulli, four reads a step, 3–12 % of the step in
+# interleaved runs with and without (docs/performance.md). ``train`` runs the fit inside ``positive_as_exp``.
+
+_LOWER_BOUNDED = (constraints.greater_than, constraints.greater_than_eq)  # classes: positive's and nonnegative's
+
+
+def exp_above_lower_bound(constraint: constraints.Constraint) -> Transform:
+    """torch's transform for a lower bound, without its identity affine part when the bound is 0:
+    the same values and gradients."""
+    bound = constraint.lower_bound
+    if isinstance(bound, int | float) and bound == 0:
+        return ExpTransform()
+    return ComposeTransform([ExpTransform(), AffineTransform(bound, 1)])
+
+
+@contextmanager
+def positive_as_exp() -> Iterator[None]:
+    """Within the block, ``transform_to`` and ``biject_to`` give ``exp_above_lower_bound`` for
+    lower-bounded constraints; the factories registered before come back after it."""
+    registries: tuple[ConstraintRegistry, ...] = (transform_to, biject_to)
+    # The registry has no public read-back; ``_registry`` maps constraint classes to factories.
+    saved = [(registry, kind, registry._registry.get(kind)) for registry in registries for kind in _LOWER_BOUNDED]
+    for registry in registries:
+        for kind in _LOWER_BOUNDED:
+            registry.register(kind, exp_above_lower_bound)
+    try:
+        yield
+    finally:
+        for registry, kind, factory in saved:
+            if factory is None:
+                registry._registry.pop(kind, None)
+            else:
+                registry._registry[kind] = factory
+
+
+# -- Pyro's value-dependent checks skipped while tracing -----------------------------------------
+
+_masked_select = torch.Tensor.masked_select
+
+
+def _dice_masked_select(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Dice's expectation (``pyro.infer.util``) masks its factors and costs alike, then dots them:
+    zeros in place of the masked entries give the same dot product (and gradient) in a tensor of
+    fixed size, which the compiler can fuse; a value-dependent size splits the graph."""
+    if sys._getframe(1).f_globals.get("__name__") == "pyro.infer.util":
+        return torch.where(mask, tensor, 0)
+    return _masked_select(tensor, mask)
+
+
+def _sum_of_products(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Dice's full dot product of two same-shaped tensors, without flattening them: a reduction over
+    the original dimensions vectorizes along the data; one over a flattened view of broadcast
+    tensors needs an index division per element and runs scalar."""
+    return (x * y).sum()
+
+
+@contextmanager
+def pyro_static_tracing() -> Iterator[None]:
+    """Skip Pyro's value-dependent checks while tracing: they ask whether torch.jit is tracing
+    (``mask.all()`` in Dice), test tensors for NaN, or validate arguments and supports, which a
+    graph cannot do (the eager path validated the model and guide once, in setup)."""
+    with (
+        pyro.validation_enabled(False),
+        mock.patch.object(torch._C, "_get_tracing_state", lambda: True),
+        mock.patch.object(pyro.util, "torch_isnan", lambda value: False),
+        mock.patch.object(pyro.util, "torch_isinf", lambda value: False),
+        mock.patch.object(torch.Tensor, "masked_select", _dice_masked_select),
+        mock.patch.object(pyro.infer.util, "_fulldot", _sum_of_products),
+    ):
+        yield
