@@ -40,6 +40,8 @@ COMPILE_BACKENDS = ("inductor", "fx")
 FULL_BATCH_GUIDES = ("diag_normal", "lowrank")
 # Lightning's accelerator names; whether the machine has one is known only once torch is imported.
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+# Seeds NumPy accepts (Lightning seeds it with the training seed).
+LARGEST_SEED = 2**32 - 1
 
 
 def _options(node: Any, *exclude: str) -> dict[str, Any]:
@@ -202,7 +204,7 @@ def check_data(data: DictConfig, model: ModelSpec | None) -> None:
     if data.get("_target_") is not None and data.get("path") is not None:
         require_file(Path(data.path), "columns (CSV, Parquet) or named arrays (.npz, .pt)")
     require_int("data.batch_size", data.get("batch_size"), 1, optional=True)
-    require_int("data.seed", data.get("seed", 0), 0)
+    require_int("data.seed", data.get("seed", 0), 0, maximum=LARGEST_SEED)
     require_int("data.num_workers", data.get("num_workers", 0), 0)
     path = data.get("path")
     if path is not None and not isinstance(path, str):
@@ -214,7 +216,10 @@ def check_data(data: DictConfig, model: ModelSpec | None) -> None:
             "e.g. data.synthetic={num_groups:100}."
         )
     if synthetic is not None and model is not None:
-        require_options("data.synthetic", _options(synthetic), model.synthetic, f"model={model.name}'s synthetic data")
+        options = _options(synthetic)
+        require_options("data.synthetic", options, model.synthetic, f"model={model.name}'s synthetic data")
+        for check in model.synthetic_checks:
+            check("data.synthetic", options)
 
 
 def check_checkpoint_path(path: Any) -> None:
@@ -244,7 +249,7 @@ def check_steps_per_batch(steps: Any, batch_size: Any) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value in ``cfg`` that training could not use, without importing
     torch; ``check_components`` checks the components next (after the data file is read)."""
-    require_int("seed", cfg.seed, 0)
+    require_int("seed", cfg.seed, 0, maximum=LARGEST_SEED)
     model = check_model(cfg.model)
     check_guide(cfg.guide, model)
     check_optim(cfg.optim)

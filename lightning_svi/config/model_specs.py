@@ -8,7 +8,7 @@ spec here: its file and options are checked once its class is imported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial, reduce
 
@@ -22,13 +22,19 @@ from lightning_svi.config.requirements import (
     require_positive,
     require_probability,
 )
-from lightning_svi.config.table import RowCheck, TableSpec
+from lightning_svi.config.table import LARGEST_COUNT, RowCheck, TableSpec
+from lightning_svi.errors import ConfigError
 
 PARAMETERIZATIONS = ("centered", "non_centered")
 NUM_PIXELS = 64
 
 _count = partial(require_int, minimum=0)
 _size = partial(require_int, minimum=1)
+_trial_count = partial(require_int, minimum=0, maximum=LARGEST_COUNT)  # counts the models' float32 holds exactly
+# Between options: called with the options given under a key prefix; raises ConfigError.
+OptionsCheck = Callable[[str, Mapping[str, object]], None]
+# beta_binomial's synthetic groups have from 20 to 100 trials unless data.synthetic says otherwise.
+SYNTHETIC_TRIALS = {"min_trials": 20, "max_trials": 100}
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,17 @@ class ModelSpec:
     has_parameters: bool  # θ is not empty: guide=empty has something to train
     options: Mapping[str, Requirement] = field(default_factory=dict)  # constructor keywords after num_data
     synthetic: Mapping[str, Requirement] = field(default_factory=dict)  # synthetic_data keywords after seed
+    synthetic_checks: tuple[OptionsCheck, ...] = ()  # between synthetic_data's options, once each is valid
+
+
+def _trials_range(prefix: str, options: Mapping[str, object]) -> None:
+    trials = {**SYNTHETIC_TRIALS, **{name: options[name] for name in SYNTHETIC_TRIALS if name in options}}
+    if trials["min_trials"] > trials["max_trials"]:
+        given = " ".join(f"{prefix}.{name}={options[name]}" for name in SYNTHETIC_TRIALS if name in options)
+        raise ConfigError(
+            f"{given}: min_trials must be <= max_trials (defaults {SYNTHETIC_TRIALS['min_trials']} and "
+            f"{SYNTHETIC_TRIALS['max_trials']}); each group's trials are drawn from min_trials to max_trials."
+        )
 
 
 BETA_BINOMIAL = ModelSpec(
@@ -54,9 +71,10 @@ BETA_BINOMIAL = ModelSpec(
         "num_groups": _size,
         "alpha": require_positive,
         "beta": require_positive,
-        "min_trials": _count,
-        "max_trials": _count,
+        "min_trials": _trial_count,
+        "max_trials": _trial_count,
     },
+    synthetic_checks=(_trials_range,),
 )
 
 

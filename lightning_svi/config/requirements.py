@@ -46,11 +46,13 @@ def require_numbers(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r}: must be a non-empty list of numbers, e.g. [-5,0,5].")
 
 
-def require_int(key: str, value: Any, minimum: int, *, optional: bool = False) -> None:
+def require_int(key: str, value: Any, minimum: int, *, maximum: int | None = None, optional: bool = False) -> None:
     if optional and value is None:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}{_or_null(optional)}.")
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if not is_int or value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ConfigError(f"{key}={value!r}: must be an integer {allowed}{_or_null(optional)}.")
 
 
 def require_bool(key: str, value: Any) -> None:

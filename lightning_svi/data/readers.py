@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from lightning_svi.config.table import data_path
 from lightning_svi.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def read_columns(path: str | Path, columns: Sequence[str] | None = None, dtype: 
     dtypes for some of them; the others get ``torch.get_default_dtype()``. Integer and bool dtypes
     require whole numbers (bool: 0 or 1) in the file.
     """
-    path = Path(path)
+    path = data_path(path)
     where = f"data.path={path}"
     reader = _reader(path, where)
     if not path.is_file():

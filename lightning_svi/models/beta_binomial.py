@@ -57,8 +57,8 @@ class BetaBinomial(SVIModel):
         num_groups: int = 50,
         alpha: float = 2.0,
         beta: float = 6.0,
-        min_trials: int = 20,
-        max_trials: int = 100,
+        min_trials: int = specs.SYNTHETIC_TRIALS["min_trials"],
+        max_trials: int = specs.SYNTHETIC_TRIALS["max_trials"],
     ) -> Batch:
         """Groups with rates from Beta(alpha, beta): enough of them for α and β to be identifiable."""
         generator = torch.Generator().manual_seed(seed)
