@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 import torch
 
+from lightning_svi.analysis.type2_mle import type2_maximum_likelihood
+from lightning_svi.data.datamodule import load_data
 from lightning_svi.logging.layout import scalar_layout
 from lightning_svi.logging.pictures import PICTURE_TAG
+from lightning_svi.models.beta_binomial import BetaBinomial
 from scripts.tensorboard_server import get_json, tensorboard_server
 from tests.conftest import compose_config, read_events, read_scalars
 
@@ -30,29 +33,56 @@ def read_image_steps(run_dir: Path, tag: str) -> list[int]:
     return [image.step for image in accumulator.Images(tag)]
 
 
-def test_layout_has_a_chart_per_theta_phi_per_site_and_evidence_only_when_known() -> None:
+def test_layout_has_one_quantity_per_chart_so_its_lines_are_the_runs() -> None:
     layout = scalar_layout(
         theta={"alpha": torch.tensor(1.0), "weights": torch.zeros(3)},
-        phi_by_site={"rate": {"qa": torch.ones(50)}, "other": {"bias": torch.tensor(0.0)}},
+        phi_by_site={"rate": {"qa": torch.ones(50), "qb": torch.ones(50)}, "other": {"bias": torch.tensor(0.0)}},
         has_evidence=False,
         gradient_sides=["theta", "phi"],
     )
     assert list(layout) == ["ELBO", "θ: model parameters", "φ: guide parameters by latent site", "Gradient norms"]
-    assert layout["ELBO"]["ELBO = log p − log q"] == ["Multiline", ["^train/elbo$", "^trace/log_p$", "^trace/log_q$"]]
+    assert layout["ELBO"] == {
+        "ELBO = log p − log q": ["Multiline", ["^train/elbo$"]],
+        "log p (model trace)": ["Multiline", ["^trace/log_p$"]],
+        "log q (guide trace)": ["Multiline", ["^trace/log_q$"]],
+    }
     theta = layout["θ: model parameters"]
     assert theta == {
         "alpha": ["Multiline", ["^theta/alpha$"]],
         "weights": ["Multiline", ["^theta/weights/0$", "^theta/weights/1$", "^theta/weights/2$"]],
     }
     phi = layout["φ: guide parameters by latent site"]
-    assert phi == {
-        "q(rate): qa": ["Multiline", ["^phi/qa/min$", "^phi/qa/median$", "^phi/qa/max$"]],
-        "other": ["Multiline", ["^phi/bias$"]],
+    assert phi == {  # a large tensor: its median, in a band from its min to its max
+        "q(rate): qa": ["Margin", ["phi/qa/median", "phi/qa/min", "phi/qa/max"]],
+        "q(rate): qb": ["Margin", ["phi/qb/median", "phi/qb/min", "phi/qb/max"]],
+        "other: bias": ["Multiline", ["^phi/bias$"]],
     }
-    assert list(layout["Gradient norms"].values()) == [["Multiline", ["^grad_norm/theta$", "^grad_norm/phi$"]]]
+    assert layout["Gradient norms"] == {
+        "‖∇θ‖": ["Multiline", ["^grad_norm/theta$"]],
+        "‖∇φ‖": ["Multiline", ["^grad_norm/phi$"]],
+    }
     with_evidence = scalar_layout(theta={}, phi_by_site={}, has_evidence=True, gradient_sides=[])
     assert list(with_evidence) == ["ELBO", "Evidence"]
     assert ["Margin", ["train/elbo", "train/elbo", "evidence/log_evidence"]] in with_evidence["Evidence"].values()
+
+
+def test_the_type2_mle_is_a_band_on_theta_and_on_the_evidence_where_known() -> None:
+    references = {"reference/theta/alpha", "reference/max_log_evidence"}
+    layout = scalar_layout(
+        theta={"alpha": torch.tensor(1.0), "beta": torch.tensor(2.0)},
+        phi_by_site={},
+        has_evidence=True,
+        gradient_sides=[],
+        references=references,
+    )
+    assert layout["θ: model parameters"] == {
+        "alpha (band: to the type-II MLE)": ["Margin", ["theta/alpha", "theta/alpha", "reference/theta/alpha"]],
+        "beta": ["Multiline", ["^theta/beta$"]],
+    }
+    assert layout["Evidence"]["log p_θ(x) below its maximum (type-II MLE)"] == [
+        "Margin",
+        ["evidence/log_evidence", "evidence/log_evidence", "reference/max_log_evidence"],
+    ]
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "often"])
@@ -121,7 +151,7 @@ def test_real_tensorboard_serves_tags_series_picture_layout_and_hparams(train_in
         layout = get_json(f"{url}/data/plugin/custom_scalars/layout")
         assert [category["title"] for category in layout["category"]] == CATEGORIES
         charts = {chart["title"]: chart for category in layout["category"] for chart in category["chart"]}
-        assert {"alpha", "beta", "q(rate): qa, qb"} <= set(charts)
+        assert {"alpha (band: to the type-II MLE)", "beta (band: to the type-II MLE)", "q(rate): qa"} <= set(charts)
         for title, chart in charts.items():
             if "margin" in chart:
                 assert set(chart["margin"]["series"][0].values()) <= tags, title
@@ -131,12 +161,19 @@ def test_real_tensorboard_serves_tags_series_picture_layout_and_hparams(train_in
                 query = urllib.parse.urlencode({"run": run, "tag": regex})
                 matched = get_json(f"{url}/data/plugin/custom_scalars/scalars?{query}")["tag_to_events"]
                 assert matched and all(re.fullmatch(regex, tag) for tag in matched), title
-        assert len(charts["q(rate): qa, qb"]["multiline"]["tag"]) == 6
+        assert charts["q(rate): qa"]["margin"]["series"][0] == {
+            "value": "phi/qa/median", "lower": "phi/qa/min", "upper": "phi/qa/max",
+        }  # fmt: skip
+        # The type-II MLE (L-BFGS on the closed-form evidence) as a flat reference line from the first to the last step.
+        data = load_data(BetaBinomial, None, seed=0)
+        mle, max_log_evidence = type2_maximum_likelihood(BetaBinomial(len(data["trials"])), data)
+        assert series("reference/theta/alpha") == pytest.approx({0: mle["alpha"], 30: mle["alpha"]}, rel=1e-5)
+        assert series("reference/max_log_evidence") == pytest.approx({0: max_log_evidence, 30: max_log_evidence})
 
         request = {
             "experimentName": "",
             "allowedStatuses": ["STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING", "STATUS_UNKNOWN"],
-            "colParams": [{"hparam": "seed", "includeInResult": True}, {"hparam": "theta_lr", "includeInResult": True}],
+            "colParams": [{"hparam": "seed", "includeInResult": True}, {"hparam": "lr_theta", "includeInResult": True}],
             "startIndex": 0,
             "sliceSize": 10,
         }
@@ -144,7 +181,7 @@ def test_real_tensorboard_serves_tags_series_picture_layout_and_hparams(train_in
         by_run = {group["name"]: group for group in groups}
         assert set(by_run) == {run, "second/tensorboard"}
         for name, summary, seed, lr in ((run, first, 0, 0.1), ("second/tensorboard", second, 1, 0.05)):
-            assert by_run[name]["hparams"] == pytest.approx({"seed": seed, "theta_lr": lr})
+            assert by_run[name]["hparams"] == pytest.approx({"seed": seed, "lr_theta": lr})
             metrics = {metric["name"]["tag"]: metric["value"] for metric in by_run[name]["metricValues"]}
             assert metrics["hparams/elbo"] == pytest.approx(summary["final"]["elbo"], rel=1e-6)
             assert metrics["hparams/gap"] == pytest.approx(summary["final"]["gap"], rel=1e-5)

@@ -29,20 +29,26 @@ METRICS = {
 
 def run_hparams(cfg: DictConfig, model_name: str, num_rows: int) -> HParams:
     """The hyperparameters a sweep varies, with the values the run actually used (the learning rate of
-    each side after ``theta_lr`` / ``phi_lr`` fall back to ``lr``; the full batch as its row count)."""
+    each side after ``theta_lr`` / ``phi_lr`` fall back to ``lr``; the full batch as its row count).
+
+    TensorBoard's HParams table shows five columns at first: those whose values differ between the runs,
+    then the others by name. The names make the learning rates, particles, seed and estimator sort first;
+    the run's setup follows under ``setup.``; none is a metric's name (``hparams/elbo`` is the final ELBO).
+    """
     scheduler = cfg.optim.get("scheduler")
     return {
-        "model": model_name,
-        "guide": guide_name(cfg.guide),
-        "elbo": target_name(cfg.elbo),
-        "num_particles": cfg.elbo.get("num_particles", 1),
-        "optimizer": target_name(cfg.optim),
-        "theta_lr": float(cfg.optim.get("theta_lr") or cfg.optim.get("lr") or "nan"),
-        "phi_lr": float(cfg.optim.get("phi_lr") or cfg.optim.get("lr") or "nan"),
-        "scheduler": target_name(scheduler) if scheduler else "none",
-        "max_steps": cfg.trainer.max_steps,
-        "batch_size": cfg.data.batch_size or num_rows,
+        "estimator": target_name(cfg.elbo),
+        "lr_phi": float(cfg.optim.get("phi_lr") or cfg.optim.get("lr") or "nan"),
+        "lr_theta": float(cfg.optim.get("theta_lr") or cfg.optim.get("lr") or "nan"),
+        "particles": cfg.elbo.get("num_particles", 1),
         "seed": cfg.seed,
+        "setup.batch_size": cfg.data.batch_size or num_rows,
+        "setup.guide": guide_name(cfg.guide),
+        "setup.max_steps": cfg.trainer.max_steps,
+        "setup.model": model_name,
+        "setup.optimizer": target_name(cfg.optim),
+        "setup.scheduler": target_name(scheduler) if scheduler else "none",
+        "setup.tags": ",".join(str(tag) for tag in cfg.get("tags") or []),
     }
 
 
