@@ -246,6 +246,23 @@ def check_steps_per_batch(steps: Any, batch_size: Any) -> None:
         )
 
 
+DIAGNOSTICS_REFERENCES = ("nuts",)
+
+
+def check_diagnostics(diagnostics: Any) -> None:
+    """The ``diagnostics`` block (guide diagnostics at the end of a run, see ``logging/diagnostics.py``)."""
+    if diagnostics is None:
+        return
+    require_int("diagnostics.every_n_steps", diagnostics.get("every_n_steps"), 1, optional=True)
+    require_int("diagnostics.num_particles", diagnostics.get("num_particles", 1000), 2)
+    require_int("diagnostics.max_chunk", diagnostics.get("max_chunk", 1000), 2)
+    reference = diagnostics.get("reference")
+    if reference is not None:
+        require_choice("diagnostics.reference", reference, DIAGNOSTICS_REFERENCES)
+    require_int("diagnostics.reference_warmup", diagnostics.get("reference_warmup", 200), 1)
+    require_int("diagnostics.reference_draws", diagnostics.get("reference_draws", 200), 2)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value in ``cfg`` that training could not use, without importing
     torch; ``check_components`` checks the components next (after the data file is read)."""
@@ -269,6 +286,7 @@ def check_config(cfg: DictConfig) -> None:
     require_bool("validate_every_step", cfg.get("validate_every_step", False))
     require_bool("validate_first_step", cfg.get("validate_first_step", True))
     require_bool("rank_dumps", cfg.get("rank_dumps", False))
+    check_diagnostics(cfg.get("diagnostics"))
     check_checkpoint_path(cfg.get("ckpt_path"))
     if cfg.data.get("batch_size") is not None and cfg.guide.get("kind") in FULL_BATCH_GUIDES:
         raise ConfigError(

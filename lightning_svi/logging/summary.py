@@ -138,6 +138,19 @@ class RunSummary(StepLogger):
         write_json_atomically(self.path, summary)
         self.drawing_posterior = False
 
+    def extend(self, trainer: pl.Trainer, final: dict[str, Any] | None = None, **sections: Any) -> None:
+        """Add numbers computed after the summary was first written (``final`` keys, whole sections such as
+        ``diagnostics``) and rewrite the file on rank 0: what was written before stays on disk until then."""
+        if self.summary is None:
+            return
+        summary = dict(self.summary)
+        if final:
+            summary["final"] = {**summary["final"], **to_json_tree(final)}
+        summary.update({key: to_json_tree(value) for key, value in sections.items()})
+        self.summary = summary
+        if trainer.is_global_zero:
+            write_json_atomically(self.path, summary)
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, UserInputError):
             return  # refused before training (e.g. a mismatched checkpoint): keep any earlier summary.json
