@@ -59,6 +59,24 @@ def test_each_panel_draws_its_own_elements_exact_posterior_and_q_density(model_a
         assert ax.patches, "the histogram of q's samples"
 
 
+@pytest.mark.parametrize(("elements", "panels", "grid"), [(4, 4, (2, 2)), (1, 1, (1, 1)), (3, 3, (2, 2))])
+def test_pictures_are_a_grid_at_most_800_pixels_wide_with_the_legend_inside(
+    model_and_data, elements: int, panels: int, grid: tuple[int, int]
+) -> None:
+    model, data = model_and_data
+    figure = marginals_figure(model, exact_guide(model, data), data, elements_per_site=elements)
+    width, height = figure.get_size_inches() * figure.dpi
+    assert width <= 800 and height <= 800
+    assert len(figure.axes) == grid[0] * grid[1]
+    assert sum(ax.get_visible() for ax in figure.axes) == panels
+    assert not figure.legends  # no figure-wide legend above the panels, where a narrow figure clipped it
+    legend = figure.axes[0].get_legend()
+    assert {text.get_text() for text in legend.get_texts()} == {"q samples", "q density", "exact posterior"}
+    figure.canvas.draw()  # the legend lies within the figure
+    box = legend.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
+
+
 def test_guides_without_a_density_are_drawn_by_their_samples(model_and_data) -> None:
     model, data = model_and_data
     guide = guide_of_kind("normal", model)

@@ -11,6 +11,7 @@ and grew past 20 GB.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["element_densities", "latent_samples", "marginals_figure", "picked_elements", "plate_nesting"]
 
 GRID_POINTS = 200
+PICTURE_COLUMNS = 2  # panels a row: 2 × 3.6 in at 100 dpi = 720 px, shown at full size in TensorBoard
+PANEL_INCHES = (3.6, 2.3)  # width and height of one panel
 PICTURE_ROWS = 200  # data rows the pictures' draws run on
 # Numbers all draws of a picture hold: fewer rows beyond it (a picture is drawn during training).
 # The VAE tutorial's model on 200 rows of 784 pixels took 6.7 s a picture; on 56 rows, 0.8 s.
@@ -177,11 +180,17 @@ def marginals_figure(
     samples = latent_samples(model, guide, picture_data, num_samples, columns=columns, sites=sites)
     q_distributions = _guide_distributions(guide, picture_data)
     exact = _exact_posteriors(model, data, picture_data, shapes)
-    num_columns = max(len(picked) for picked in columns.values())
-    figure = Figure(figsize=(3.2 * num_columns, 0.5 + 2.4 * len(names)))
-    axes = figure.subplots(len(names), num_columns, squeeze=False)
+    # A grid of at most PICTURE_COLUMNS panels a row (TensorBoard shows a wider strip as a small thumbnail):
+    # each site starts a row and wraps onto as many as its elements need.
+    num_columns = min(max(len(picked) for picked in columns.values()), PICTURE_COLUMNS)
+    first_rows = list(itertools.accumulate((math.ceil(len(columns[site]) / num_columns) for site in names), initial=0))
+    figure = Figure(figsize=(PANEL_INCHES[0] * num_columns, 0.3 + PANEL_INCHES[1] * first_rows[-1]), dpi=100)
+    panels = figure.subplots(first_rows[-1], num_columns, squeeze=False)
+    for ax in panels.flat:
+        ax.set_visible(False)
     for row, site in enumerate(names):
         elements = columns[site]
+        axes = panels[first_rows[row] : first_rows[row + 1]].reshape(1, -1)
         q_samples = samples[site].float()
         exact_posterior = exact.get(site)
         if exact_posterior is not None and math.prod(shapes[site]) > DENSITY_ELEMENTS:
@@ -192,12 +201,9 @@ def marginals_figure(
         grid = _grid(q_samples if exact_samples is None else torch.cat([q_samples, exact_samples.float()]))
         q_density = _densities(q_distributions.get(site), grid, elements, math.prod(shapes[site]))
         exact_density = _densities(exact_posterior, grid, elements, math.prod(shapes[site]))
-        for column in range(num_columns):
-            ax = axes[row, column]
-            if column >= len(elements):
-                ax.set_visible(False)
-                continue
-            element = elements[column]
+        for column, element in enumerate(elements):
+            ax = axes[0, column]
+            ax.set_visible(True)
             x = grid[:, column].cpu().numpy()
             q_values = q_samples[:, column].cpu().numpy()
             style = {"histtype": "stepfilled", "color": "C0", "alpha": 0.35}
@@ -208,12 +214,11 @@ def marginals_figure(
                 ax.plot(x, exact_density[:, column].cpu().numpy(), "k--", label="exact posterior")
             ax.set_title(site if math.prod(shapes[site]) == 1 else f"{site}[{element}]", fontsize=10)
             ax.set_yticks([])
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="upper center", ncols=len(labels), frameon=False)
+    panels[0, 0].legend(loc="upper right", fontsize="small", frameon=False)  # inside the first panel: never clipped
     if picture_data is not data:  # element indices count the rows drawn, not the data's
         figure.text(0.01, 0.01, f"drawn on {picture_rows} of {count_rows(data)} rows", fontsize=8)
     height = figure.get_figheight()
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.35 / height, top=1 - 0.55 / height, wspace=0.08, hspace=0.45)
+    figure.subplots_adjust(left=0.03, right=0.97, bottom=0.3 / height, top=1 - 0.3 / height, wspace=0.08, hspace=0.35)
     return figure
 
 
