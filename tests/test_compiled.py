@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_svi.compile.compiled_step import CompileError
 from lightning_svi.models.beta_binomial import BetaBinomial
 from tests.conftest import read_scalars
 
@@ -52,11 +51,16 @@ def test_compiled_step_logs_every_quantity_the_eager_step_logs(train_in_process,
         assert elbo[step] == pytest.approx(log_p[step] - log_q[step], rel=1e-4, abs=1e-2)
 
 
-def test_a_model_that_branches_on_a_sample_is_refused_with_a_clear_message(train_in_process) -> None:
+def test_a_model_that_branches_on_a_sample_trains_eagerly_and_says_why(train_in_process, tmp_path: Path) -> None:
     model = ["model._target_=tests.branching_model.BranchingModel", "~model.alpha_init", "~model.beta_init",
              "elbo.vectorize_particles=false"]  # fmt: skip
-    with pytest.raises(CompileError, match=r"could not be traced into a static graph .* compile\.enabled=false"):
-        train_in_process(*model, "guide=normal", "trainer.max_steps=5", "compile.enabled=true", "compile.backend=fx")
-    # The eager path trains the same model.
-    summary = train_in_process(*model, "guide=normal", "trainer.max_steps=5")
-    assert summary["status"] == "completed"
+    run = [*model, "guide=normal", "trainer.max_steps=5", "seed=3"]
+    with pytest.warns(UserWarning, match=r"could not be traced into a static graph .*this run trains eagerly"):
+        fallback = train_in_process(*run, "compile.enabled=true", "compile.backend=fx", run_dir=tmp_path / "fallback")
+    assert fallback["status"] == "completed"
+    assert "could not be traced into a static graph" in fallback["compile"]["fallback"]
+    assert fallback["timing"]["compile_seconds"] is None
+    # The failed trace drew nothing from the run's random stream: the same run as one never compiled.
+    eager = train_in_process(*run, run_dir=tmp_path / "eager")
+    assert "compile" not in eager
+    assert fallback["theta"] == eager["theta"] and fallback["phi"] == eager["phi"]

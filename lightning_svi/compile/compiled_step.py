@@ -100,15 +100,15 @@ class CompiledSVIStep:
         try:
             with pyro_static_tracing():
                 graph = _trace(self._flat_step, inputs, backend)
+            self.graph = _inductor(graph, list(inputs)) if backend == "inductor" else graph
+            self(example_batch)  # a first call, so that training steps are timed without any warm-up
         except Exception as error:
             raise CompileError(
-                f"compile.enabled=true: the model and guide could not be traced into a static graph "
-                f"({type(error).__name__}: {str(error).splitlines()[0]}). This happens when a model branches on "
-                "the values of its data or samples, or changes its sites from step to step. "
-                "Train it with compile.enabled=false."
+                f"the model and guide could not be traced into a static graph "
+                f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
+                "a model that branches on the values of its data or samples, or changes its sites from step "
+                "to step, cannot be"
             ) from None
-        self.graph = _inductor(graph, list(inputs)) if backend == "inductor" else graph
-        self(example_batch)  # a first call, so that training steps are timed without any warm-up
         self.compile_seconds = time.perf_counter() - started  # tracing, compiling, first call
 
     def _flat_inputs(self, batch: Batch, update: bool) -> list[torch.Tensor]:

@@ -221,6 +221,8 @@ class RunSummary(StepLogger):
                 "compile_seconds": pl_module.engine.compile_seconds if pl_module.engine else None,
             },
         }
+        if getattr(pl_module, "compile_fallback", None) is not None:  # compile.enabled=true, but it trained eagerly
+            summary["compile"] = {"fallback": pl_module.compile_fallback}
         if error is not None:
             summary["error"] = error
         self.summary = summary

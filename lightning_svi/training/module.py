@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pyro.infer import ELBO
 from pytorch_lightning.plugins.precision import Precision
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from lightning_svi.checkpointing.identity import IDENTITY_KEY, check_identity, checkpoint_identity
@@ -19,6 +20,7 @@ from lightning_svi.core.optim import build_optimizer, build_scheduler
 from lightning_svi.core.programs.program import parameters_in_scope
 from lightning_svi.core.programs.sides import ParameterSides
 from lightning_svi.core.programs.warmup import warm_up
+from lightning_svi.core.rng import untouched_rng
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.logging.step_logger import Metrics, StepLogger, is_logging_step, log_scalars, merged
 from lightning_svi.training.distributed import mean_over_ranks, seed_ranks_apart
@@ -72,6 +74,7 @@ class SVIModule(pl.LightningModule):
         self.compile_backend = compile_backend
         self.after_step = after_step  # optim.after_step: user code run after every optimizer step
         self.engine: EagerStep | None = None  # built in on_train_start, once the optimizer exists
+        self.compile_fallback: str | None = None  # why compile.enabled=true could not trace this model
         self.steps_per_batch_option = steps_per_batch
         self.steps_per_batch = 1  # decided in setup, once the number of processes is known
         self.batch_steps = 1  # steps the latest batch ran (for the divergence guard's message)
@@ -149,9 +152,14 @@ class SVIModule(pl.LightningModule):
         # Traced here, once the optimizer (and a resumed run's state) exists: the graph may apply its update.
         example = next(iter(self.trainer.datamodule.train_dataloader()))
         example = {name: tensor.to(self.device) for name, tensor in example.items()}
-        return CompiledStep(
-            CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend, optimizer.optimizer), route
-        )
+        try:
+            with untouched_rng(self.device):  # a failed trace leaves the eager run's draws as they were
+                compiled = CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend, optimizer.optimizer)
+        except CompileError as error:
+            self.compile_fallback = str(error)
+            rank_zero_warn(f"compile.enabled=true: {error}; this run trains eagerly (summary.json: compile.fallback).")
+            return EagerStep(self.svi, self.estimator, route)
+        return CompiledStep(compiled, route)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """The SVI steps on ``batch`` up to the next one that a Lightning callback observes (a
