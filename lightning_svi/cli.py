@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from lightning_svi.config.checks import check_config, read_data_file
-from lightning_svi.errors import UserInputError
-from lightning_svi.logging.report import print_report, quiet_known_noise, start_line
+from lightning_svi.config.targets import plain
+from lightning_svi.errors import ConfigError, UserInputError
+from lightning_svi.logging.report import print_report, start_line
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -24,15 +27,15 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Train ``cfg`` into Hydra's output folder; return the final ELBO (the sweep objective)."""
+    """Train ``cfg`` into Hydra's output folder; return ``optimized_metric`` (the final ELBO by default: the sweep objective)."""
     # Like ``python -m``: a user's model module in the folder train.py is run from can be imported.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    quiet_known_noise()
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     try:
         check_config(cfg)
+        check_run_keys(cfg)
         table = read_data_file(cfg)
         num_rows = len(next(iter(table.values()))) if table else None
         if _rank_zero():
@@ -62,7 +65,37 @@ def run(cfg: DictConfig) -> float | None:
         print(f"lightning-svi: pre-empted (SIGTERM); resume with ckpt_path={checkpoint}", file=sys.stderr)
         sys.exit(0)
     _report(run_dir, overrides, summary)
-    return summary["final"]["elbo"]
+    return objective(summary, cfg.get("optimized_metric") or "final.elbo")
+
+
+# summary.json's sections that hold the numbers a sweeper can optimise
+OBJECTIVE_SECTIONS = ("final", "timing", "diagnostics")
+TAG = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def check_run_keys(cfg: DictConfig) -> None:
+    """``tags`` (words that can be part of a folder name) and ``optimized_metric`` (``SECTION.KEY``)."""
+    tags = cfg.get("tags") or []
+    if not isinstance(tags, (list, ListConfig)) or not all(TAG.match(str(tag)) for tag in tags):
+        raise ConfigError(
+            f"tags={plain(tags)}: must be a list of words of letters, digits, '_', '.', '+' or '-', "
+            "e.g. tags=[baseline,lr-test]."
+        )
+    metric = cfg.get("optimized_metric") or "final.elbo"
+    section, _, key = str(metric).partition(".")
+    if section not in OBJECTIVE_SECTIONS or not key:
+        raise ConfigError(
+            f"optimized_metric={metric}: must be SECTION.KEY of summary.json with SECTION one of "
+            f"{', '.join(OBJECTIVE_SECTIONS)}, e.g. final.elbo or final.gap."
+        )
+
+
+def objective(summary: dict, metric: str) -> float:
+    """The number ``metric`` (``SECTION.KEY``) names in the summary; NaN where the run has none (a
+    sweeper counts that trial as failed)."""
+    section, _, key = metric.partition(".")
+    value = (summary.get(section) or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else math.nan
 
 
 def _rank_zero() -> bool:

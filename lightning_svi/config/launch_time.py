@@ -22,7 +22,22 @@ def launch_time(pattern: str) -> str:
     return datetime.fromisoformat(recorded).strftime(pattern)
 
 
+def tags_suffix(tags: list[str] | None) -> str:
+    """``${tags_suffix:${tags}}``: ``-a-b`` for ``tags=[a,b]``, nothing for none (the run folder's name)."""
+    return "".join(f"-{tag}" for tag in tags or [])
+
+
+def overrides_suffix(override_dirname: str) -> str:
+    """``${overrides_suffix:${hydra.job.override_dirname}}``: ``,optim.lr=0.05`` (the command line's
+    overrides other than the model and guide, already in the folder's name), as one folder name."""
+    kept = [item for item in override_dirname.split(",") if item and not item.startswith(("model=", "guide="))]
+    return "".join(f",{item}" for item in kept).replace("/", ".")
+
+
 def register_resolver() -> None:
-    """Make ``${launch_time:...}`` available to configs composed in this process."""
-    if not OmegaConf.has_resolver("launch_time"):
-        OmegaConf.register_new_resolver("launch_time", launch_time)
+    """Make ``${launch_time:...}``, ``${tags_suffix:...}`` and ``${overrides_suffix:...}`` available to configs
+    composed in this process."""
+    resolvers = {"launch_time": launch_time, "tags_suffix": tags_suffix, "overrides_suffix": overrides_suffix}
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)

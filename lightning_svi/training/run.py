@@ -31,6 +31,7 @@ from lightning_svi.core.svi_model import SVIModel
 from lightning_svi.data.datamodule import FileDataModule, TensorDataModule, load_data
 from lightning_svi.errors import ConfigError
 from lightning_svi.logging.hparams import run_hparams
+from lightning_svi.logging.report import quiet_known_noise
 from lightning_svi.logging.step_logger import EarlyStoppingChecks
 from lightning_svi.logging.summary import RunSummary
 from lightning_svi.training.callback_group import CallbackGroup
@@ -144,6 +145,7 @@ def build_component(node: DictConfig, key: str, run_dir: Path, run_time: dict[st
 def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: dict) -> list[pl.Callback]:
     """The callbacks of ``cfg.callbacks`` in order, the run's objects given to those that take them."""
     names = {"model": model_name, "guide": guide_name(cfg.guide), "elbo": target_name(cfg.elbo), "seed": cfg.seed}
+    names["tags"] = [str(tag) for tag in cfg.get("tags") or []]  # summary.json's "tags"
     run_time: dict[str, Any] = {
         "full_data": full_data,
         "run_dir": run_dir,
@@ -201,6 +203,7 @@ def train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None =
     (``train.py`` does so before importing torch). Returns the summary (``summary["final"]["elbo"]``
     is what a sweeper maximises).
     """
+    quiet_known_noise()
     with pyro_settings_restored():
         return _train(cfg, Path(run_dir), table)
 
