@@ -27,7 +27,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Train ``cfg`` into Hydra's output folder; return ``optimized_metric`` (the sweep objective, final.elbo by default)."""
+    """Train ``cfg`` into Hydra's output folder; return ``optimized_metric`` (what a sweeper optimises)."""
     # Like ``python -m``: a user's model module in the folder train.py is run from can be imported.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
