@@ -10,7 +10,8 @@ import pytest
 import torch
 from scipy import stats
 
-from lightning_svi.analysis.pictures import latent_samples, marginals_figure
+from lightning_svi.analysis.pictures import marginals_figure
+from lightning_svi.analysis.posterior import latent_samples
 from lightning_svi.models.beta_binomial import BetaBinomial
 from tests.conftest import exact_beta_binomial_guide as exact_guide
 from tests.conftest import guide_of_kind

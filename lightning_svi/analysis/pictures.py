@@ -21,23 +21,18 @@ import torch
 from pyro.poutine import Trace
 
 from lightning_svi.analysis.posterior import (
-    CHUNK_ELEMENTS,
-    SEQUENTIAL_SAMPLES,
     Batch,
     Sites,
     affordable_rows,
-    chunk_size,
     count_rows,
-    draw_in_chunks,
-    plate_nesting,
-    predictive,
+    latent_samples,
     row_subsample,
 )
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["element_densities", "latent_samples", "marginals_figure", "picked_elements", "plate_nesting"]
+__all__ = ["element_densities", "marginals_figure", "picked_elements"]
 
 GRID_POINTS = 200
 PICTURE_COLUMNS = 2  # panels a row: 2 × 3.6 in at 100 dpi = 720 px, shown at full size in TensorBoard
@@ -49,34 +44,6 @@ PICTURE_DRAWN_ELEMENTS = 50_000_000
 DENSITY_ELEMENTS = 100_000  # a larger site gets no density curves: a grid over all its elements
 POINT_MASSES = (dist.Delta,)
 WRAPPERS = (dist.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)
-
-
-def latent_samples(
-    model: torch.nn.Module,
-    guide: torch.nn.Module,
-    data: Batch,
-    num_samples: int,
-    columns: dict[str, list[int]] | None = None,
-    sites: Sites | None = None,
-    chunk_elements: int = CHUNK_ELEMENTS,
-) -> dict[str, torch.Tensor]:
-    """``num_samples`` joint draws of q over every latent site that ``TraceEnum_ELBO`` does not sum
-    out (a site the guide leaves out is drawn from the prior, as the ELBO does), each shaped
-    ``(num_samples, elements)``; with ``columns``, only those sites and, of each, those elements.
-
-    Drawn in chunks; fewer draws (``SEQUENTIAL_SAMPLES``) one by one when the model does not vectorize.
-    """
-    sites = sites or Sites.of(model, guide, data)
-    shapes = {name: shape for name, shape in sites.latent.items() if columns is None or name in columns}
-    if not shapes:
-        return {}
-    kept: dict[str, list[torch.Tensor]] = {name: [] for name in shapes}
-    chunk = chunk_size(sites.elements_per_draw, chunk_elements)
-    with torch.no_grad():
-        for draws in draw_in_chunks(predictive(model, guide, data, shapes), num_samples, chunk, SEQUENTIAL_SAMPLES):
-            for name, values in draws.items():
-                kept[name].append(values if columns is None else values[:, columns[name]].clone())
-    return {name: torch.cat(values) for name, values in kept.items()}
 
 
 def element_densities(

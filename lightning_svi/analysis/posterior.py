@@ -156,6 +156,35 @@ def predictive(
     return predict
 
 
+def latent_samples(
+    model: Callable,
+    guide: Callable,
+    data: Batch,
+    num_samples: int,
+    columns: dict[str, slice | list[int]] | None = None,
+    sites: Sites | None = None,
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> dict[str, torch.Tensor]:
+    """``num_samples`` joint draws of q over every latent site that ``TraceEnum_ELBO`` does not sum
+    out (a site the guide leaves out is drawn from the prior, as the ELBO does), each shaped
+    ``(num_samples, elements)``; with ``columns``, only those sites and, of each, those elements.
+
+    Drawn in chunks of at most ``chunk_elements`` numbers (``draw_in_chunks``), only the ``columns``
+    of each chunk kept; fewer draws (``SEQUENTIAL_SAMPLES``) one by one when the model does not vectorize.
+    """
+    sites = sites or Sites.of(model, guide, data)
+    shapes = {name: shape for name, shape in sites.latent.items() if columns is None or name in columns}
+    if not shapes:
+        return {}
+    kept: dict[str, list[torch.Tensor]] = {name: [] for name in shapes}
+    chunk = chunk_size(sites.elements_per_draw, chunk_elements)
+    with torch.no_grad():
+        for draws in draw_in_chunks(predictive(model, guide, data, shapes), num_samples, chunk):
+            for name, values in draws.items():  # clone: drop the rest of the chunk
+                kept[name].append(values if columns is None else values[:, columns[name]].clone())
+    return {name: torch.cat(values) for name, values in kept.items()}
+
+
 def quantiles(samples: torch.Tensor, levels: tuple[float, ...] = QUANTILES) -> torch.Tensor:
     """``torch.quantile`` of ``(draws, elements)`` samples along the draws, shaped ``(levels, elements)``.
 
@@ -235,14 +264,11 @@ def latent_summaries(
     drawn_data, drawn_sites = _affordable_head(model, guide, data, sites, num_samples, drawn_elements)
     drawn_shapes = {name: drawn_sites.latent[name] for name in shapes}
     kept = {name: _kept(shape, site_elements) for name, shape in drawn_shapes.items()}
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in shapes}
-    chunk = chunk_size(drawn_sites.elements_per_draw, chunk_elements)
-    for draws in draw_in_chunks(predictive(model, guide, drawn_data, drawn_shapes), num_samples, chunk):
-        for name, values in draws.items():
-            chunks[name].append(values[:, : kept[name]].clone())  # clone: drop the rest of the chunk
+    columns = {name: slice(0, kept[name]) for name in drawn_shapes}
+    drawn = latent_samples(model, guide, drawn_data, num_samples, columns, drawn_sites, chunk_elements)
     rows = count_rows(drawn_data)
     for name, shape in shapes.items():
-        samples = torch.cat(chunks.pop(name))
+        samples = drawn.pop(name)
         if not torch.isfinite(samples).all():
             summary[name] = {"skipped": "non-finite draws: not summarised"}
             continue

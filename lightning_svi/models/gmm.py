@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from pyro.ops.indexing import Vindex
@@ -72,11 +71,11 @@ class GaussianMixture(SVIModel):
         """The data coloured by their most probable component, with the guide's component locations."""
         from matplotlib.figure import Figure
 
-        from lightning_svi.analysis.posterior import enumerated_marginals
+        from lightning_svi.analysis.posterior import enumerated_marginals, latent_samples
 
         num_draws = 50
         probs = enumerated_marginals(self, guide, data, num_samples=num_draws, plates=1)["assignment"]
-        locs = torch.stack([poutine.trace(guide).get_trace(data).nodes["locs"]["value"] for _ in range(num_draws)])
+        locs = latent_samples(self, guide, data, num_draws, columns={"locs": slice(None)})["locs"]
         figure = Figure(figsize=(6, 3), dpi=100)
         axes = figure.add_subplot()
         points = data["x"].detach().cpu()
