@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -106,16 +107,30 @@ def test_parallel_launchers_run_for_real(tmp_path: Path, launcher: str) -> None:
         assert (sweep_dir / ".submitit").is_dir()  # the jobs really went through submitit
 
 
-def test_optuna_search_maximises_the_final_elbo(tmp_path: Path) -> None:
+OBJECTIVES = [
+    pytest.param([], "final", "elbo", max, id="final-elbo"),
+    pytest.param(
+        ["optimized_metric=final.gap", "hydra.sweeper.direction=minimize"], "final", "gap", min,
+        id="final-gap", marks=pytest.mark.slow,
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("overrides", "section", "key", "best"), OBJECTIVES)
+def test_optuna_search_optimises_the_optimized_metric(
+    tmp_path: Path, overrides: list[str], section: str, key: str, best: Callable
+) -> None:
     sweep_dir = tmp_path / "sweep"
     result = run_train_py(
-        "hparams_search=optuna", "hydra.sweeper.n_trials=3", *TINY, f"hydra.sweep.dir={sweep_dir}", "-m", cwd=tmp_path
-    )
+        "hparams_search=optuna", "hydra.sweeper.n_trials=3", *overrides, *TINY, f"hydra.sweep.dir={sweep_dir}", "-m",
+        cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "setup plugin" not in result.stdout + result.stderr  # alembic's plugin list, imported by optuna
     summaries = [read_summary(folder) for folder in job_folders(sweep_dir)]
     assert len(summaries) == 3
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    assert results["best_value"] == pytest.approx(max(summary["final"]["elbo"] for summary in summaries))
+    assert results["best_value"] == pytest.approx(best(summary[section][key] for summary in summaries))
     assert set(results["best_params"]) == {"optim.lr", "elbo.num_particles"}
     assert 0.005 <= results["best_params"]["optim.lr"] <= 0.5
 
@@ -142,8 +157,24 @@ def test_slurm_preset_prints_with_cfg_hydra(tmp_path: Path) -> None:
     result = run_train_py("hydra/launcher=slurm", "trainer=ddp", "--cfg", "hydra", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     launcher = yaml.safe_load(result.stdout)["hydra"]["launcher"]
-    assert launcher["tasks_per_node"] == "${trainer.devices}" and launcher["gpus_per_node"] == "${trainer.devices}"
+    follows = "${oc.select:trainer.devices,1}"
+    assert launcher["tasks_per_node"] == follows and launcher["gpus_per_node"] == follows
     assert launcher["partition"] == "gpu"
+
+
+@pytest.mark.parametrize("part", ["hydra", "job", "all"])
+def test_cfg_resolve_prints_every_part_of_the_config(tmp_path: Path, part: str) -> None:
+    """``--cfg hydra --resolve`` prints Hydra's node alone: its keys that follow the job's config resolve too."""
+    result = run_train_py("hydra/launcher=slurm", "trainer=ddp", "tags=[a,b]", "--cfg", part, "--resolve", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    printed = yaml.safe_load(result.stdout)
+    if part != "job":
+        assert printed["hydra"]["launcher"]["tasks_per_node"] >= 1
+    if part != "hydra":
+        assert printed["tags"] == ["a", "b"] and printed["trainer"]["devices"] == 2
+    if part == "all":
+        assert printed["hydra"]["launcher"]["tasks_per_node"] == 2
+        assert "-a-b/" in printed["hydra"]["run"]["dir"]
 
 
 def test_forum_experiment_sweeps_full_and_empty_guides() -> None:
