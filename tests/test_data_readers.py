@@ -63,6 +63,18 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
     assert torch.equal(data["x"], IMAGES[:, 0, 0].float()) and torch.equal(data["lengths"], LENGTHS)
 
 
+def test_a_parquet_row_that_is_not_finite_is_refused_by_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "points.parquet"
+    pq.write_table(pa.table({"x": [1.0, 2.0, float("nan")]}), path)
+    with pytest.raises(DataError, match=r"points\.parquet, row 3, column x: nan is not allowed; expected finite"):
+        read_columns(path)
+
+
+def test_a_leading_tilde_is_the_home_folder(points_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(points_csv.parent))
+    assert torch.equal(read_columns(f"~/{points_csv.name}")["x"], read_columns(points_csv)["x"])
+
+
 def test_npz_round_trip_keeps_each_arrays_shape(tmp_path: Path) -> None:
     path = tmp_path / "images.npz"
     np.savez(path, images=IMAGES.numpy(), lengths=LENGTHS.numpy())
@@ -82,20 +94,29 @@ def test_torch_round_trip_keeps_each_tensors_shape(tmp_path: Path) -> None:
 def test_bool_columns_need_zeros_and_ones(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "flips.csv", "flip\n0\n1\n1\n")
     assert read_columns(path, dtype="bool")["flip"].tolist() == [False, True, True]
-    with pytest.raises(DataError, match=r"row 2, column flip: 2\.0 is not allowed; expected 0 or 1 for dtype bool"):
+    with pytest.raises(DataError, match=r"line 3, column flip: 2\.0 is not allowed; expected 0 or 1 for dtype bool"):
         read_columns(write_csv(tmp_path / "flips.csv", "flip\n0\n2\n"), dtype="bool")
 
 
 BAD_CSV = [
     ("", "the file is empty"),
     ("x,y\n", "the file has no data rows"),
-    ("x,y\n1,2\n3,abc\n", "row 2, column y: 'abc' is not allowed; expected numbers"),
-    ("x,y\n1,2\n3,\n", "row 2, column y: empty cell"),
-    ("x,y\n1,2\n3\n", "Expected 2 columns, got 1"),
+    ("x,y\n1,2\n3,abc\n", "line 3, column y: 'abc' is not allowed; expected numbers"),
+    ("x,y\n1,2\n3,\n", "line 3, column y: empty cell"),
+    ("x,y\n1,2\n3\n", "line 3: 1 cell, but the header has 2; every row needs one cell per column"),
+    # Blank lines count: the line is the file's.
+    ("\nx,y\n\n1,2\r\n\r\n\n3,abc\n", "line 7, column y: 'abc' is not allowed"),
+    ("x,y\n\n\n1,2\n\n3,4,5\n", "line 6: 3 cells, but the header has 2"),
+    ("x,y,x\n1,2,3\n", "line 1: the header names column 'x' twice"),
+    ("x,y\n1_0,2\n", "line 2, column x: '1_0' is not allowed; expected numbers"),
+    ("x,y\n1,٣\n", "line 2, column y: '٣' is not allowed; expected numbers"),
+    ("x,y\n1,nan\n", "line 2, column y: nan is not allowed; expected finite numbers"),
+    ("x,y\n1,-inf\n", "line 2, column y: -inf is not allowed; expected finite numbers"),
+    ("x,y\n1," + "9" * 200_000 + "\n", "line 2, column y: inf is not allowed; expected finite numbers"),
 ]
 
 
-@pytest.mark.parametrize(("content", "message"), BAD_CSV, ids=[message for _, message in BAD_CSV])
+@pytest.mark.parametrize(("content", "message"), BAD_CSV, ids=[message[:60] for _, message in BAD_CSV])
 def test_bad_csv_names_file_column_and_what_is_allowed(tmp_path: Path, content: str, message: str) -> None:
     path = write_csv(tmp_path / "points.csv", content)
     with pytest.raises(DataError) as error:
@@ -105,7 +126,7 @@ def test_bad_csv_names_file_column_and_what_is_allowed(tmp_path: Path, content: 
 
 def test_a_fraction_in_an_integer_column_names_its_row(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "points.csv", "x,lengths\n1,2\n3,4.5\n")
-    with pytest.raises(DataError, match=r"row 2, column lengths: '4\.5' is not allowed; expected whole numbers"):
+    with pytest.raises(DataError, match=r"line 3, column lengths: '4\.5' is not allowed; expected whole numbers"):
         read_columns(path, dtype={"lengths": "long"})
     np.savez(tmp_path / "points.npz", lengths=np.array([1.0, 2.0, 4.5]))
     with pytest.raises(DataError, match=r"row 3, column lengths: 4\.5 is not allowed; expected whole numbers"):

@@ -9,11 +9,19 @@ integer and boolean arrays of ``.npz`` and ``.pt`` files keep the type they were
 CSV and Parquet are read by pyarrow (multithreaded), and a column is converted a block at a time into
 its tensor, without a float64 copy of the whole column: a 1 GB CSV file of two float columns (52 million
 rows) loads in 11 s of CPU (25-30 s on a loaded 2-core machine) and 1.4 GB above the process's size.
-Every problem is a ``DataError`` that names the file, the column and what is allowed.
+Every problem is a ``DataError`` that names the file, the column and what is allowed; in a CSV file,
+the line (counted in the file, blank lines included), elsewhere the row.
+
+A CSV file's rules are those of the table check (``config/table.py``): a header that names each column
+once, one cell per column on every row (empty lines are skipped), one number per cell, written in ASCII
+(``1_000`` and ``٣`` are refused). NaN and infinite numbers in CSV and Parquet columns are refused too
+(a model's log-density of them is not finite, and training would stop as diverged); integer dtypes need
+whole numbers written without a decimal point.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import warnings
 import zipfile
@@ -36,6 +44,7 @@ DtypeOption = str | torch.dtype | Mapping[str, str | torch.dtype] | None
 FORMATS = "CSV (.csv, .tsv), Parquet (.parquet, .pq), NumPy (.npz) or torch (.pt, .pth)"
 # pyarrow parses blocks of this size in parallel (its default, 1 MiB, makes a thousand chunks of a GB).
 CSV_BLOCK_BYTES = 1 << 24
+_NEWLINE, _RETURN = ord("\n"), ord("\r")
 # dtype names a user may write, as torch spells them (``torch.<name>``).
 DTYPE_NAMES = (
     "float", "float32", "double", "float64", "half", "float16", "bfloat16",
@@ -127,10 +136,17 @@ def _select(names: Sequence[str], wanted: Sequence[str] | None, where: str, kind
     return list(wanted)
 
 
-def _converted(name: str, values: torch.Tensor, dtype: torch.dtype, where: str, first_row: int = 0) -> torch.Tensor:
+def _row(index: int) -> str:
+    """Where the row ``index`` (from 0) of an array or a Parquet file is, for a message."""
+    return f"row {index + 1}"
+
+
+def _converted(
+    name: str, values: torch.Tensor, dtype: torch.dtype, where: str, locate: Callable[[int], str] = _row
+) -> torch.Tensor:
     """``values`` as ``dtype``, or ``DataError`` where that would change a value: a fraction, NaN or an
-    out-of-range number into an integer dtype, anything but 0 and 1 into bool. ``first_row`` is the
-    row of ``values[0]`` in the file, for the message."""
+    out-of-range number into an integer dtype, anything but 0 and 1 into bool. ``locate`` says where
+    the row of ``values[index]`` is in the file, for the message."""
     if values.dtype.is_complex:
         raise DataError(f"{where}, column {name}: dtype {values.dtype} is not a real number type; expected numbers.")
     if dtype.is_floating_point or values.dtype == dtype or values.dtype == torch.bool:
@@ -147,9 +163,7 @@ def _converted(name: str, values: torch.Tensor, dtype: torch.dtype, where: str, 
         flat = int(bad.flatten().nonzero()[0])
         row = flat // max(1, values[0].numel()) if values.dim() > 0 else 0
         value = values.flatten()[flat].item()
-        raise DataError(
-            f"{where}, row {first_row + row + 1}, column {name}: {value!r} is not allowed; expected {expected}."
-        )
+        raise DataError(f"{where}, {locate(row)}, column {name}: {value!r} is not allowed; expected {expected}.")
     return values.to(dtype)
 
 
@@ -236,29 +250,64 @@ def _read_csv(path: Path, wanted: Sequence[str] | None, dtypes_of: Callable, whe
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         with path.open(newline="", encoding="utf-8-sig") as file:
-            header = next(csv.reader(file, delimiter=delimiter), None)
+            reader = csv.reader(file, delimiter=delimiter)
+            header = next((row for row in reader if row), None)  # empty lines are skipped, as pyarrow skips them
     except UnicodeDecodeError as error:
         raise DataError(f"{where}: not a UTF-8 text file ({error.reason} at byte {error.start}).") from None
     except csv.Error as error:
-        raise DataError(f"{where}, line 1: {error}.") from None
+        raise DataError(f"{where}, line {reader.line_num}: {error}.") from None
     if not header:
         raise DataError(
             f"{where}: the file is empty. Expected a header line naming the columns, then one row per line."
         )
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise DataError(
+            f"{where}, line {reader.line_num}: the header names column {twice[0]!r} twice; "
+            "each column needs a name of its own."
+        )
     names = _select(header, wanted, where)
     dtypes = dtypes_of(names)
-    # Integers are read as int64 (exact), all else as float64, then converted block by block.
-    arrow_types = {name: pa.int64() if _is_integer(dtypes[name]) else pa.float64() for name in names}
+    # Integers are read as int64 (exact), float32 as float32 (correctly rounded, half the memory of a float64
+    # column), all else as float64, then converted block by block.
+    arrow_types = {name: _arrow_type(dtypes[name]) for name in names}
     try:
         table = pa_csv.read_csv(
             path,
             read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
             parse_options=pa_csv.ParseOptions(delimiter=delimiter),
-            convert_options=pa_csv.ConvertOptions(column_types=arrow_types, include_columns=names),
+            # Only an empty cell is missing: "nan" or "NA" is read as written (and refused as not finite).
+            convert_options=pa_csv.ConvertOptions(column_types=arrow_types, include_columns=names, null_values=[""]),
         )
     except pa.ArrowInvalid as error:
         raise DataError(_csv_problem(path, where, delimiter, names, arrow_types, error)) from None
-    return _arrow_columns(table, names, dtypes, where)
+    return _arrow_columns(table, names, dtypes, where, lambda index: f"line {_csv_line(path, index + 2)}")
+
+
+def _arrow_type(dtype: torch.dtype) -> pa.DataType:
+    import pyarrow as pa
+
+    if _is_integer(dtype):
+        return pa.int64()
+    return pa.float32() if dtype == torch.float32 else pa.float64()
+
+
+def _csv_line(path: Path, row: int) -> int:
+    """The line number in the file at ``path`` of its ``row``-th line that is not empty (1: the header),
+    as pyarrow counts rows; read a block at a time, only to say where a problem is."""
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    rows_before, lines_before, line_start = 0, 0, 0
+    for block_start in range(0, len(data), CSV_BLOCK_BYTES):
+        ends = block_start + np.flatnonzero(data[block_start : block_start + CSV_BLOCK_BYTES] == _NEWLINE)
+        starts = np.concatenate(([line_start], ends[:-1] + 1))
+        lengths = ends - starts
+        empty = (lengths == 0) | ((lengths == 1) & (data[np.maximum(ends - 1, 0)] == _RETURN))
+        rows = np.flatnonzero(~empty)
+        if rows_before + len(rows) >= row:
+            return lines_before + int(rows[row - rows_before - 1]) + 1
+        rows_before, lines_before = rows_before + len(rows), lines_before + len(ends)
+        line_start = int(ends[-1]) + 1 if len(ends) else line_start
+    return lines_before + 1  # the last line, without a newline
 
 
 def _csv_problem(path: Path, where: str, delimiter: str, names: list[str], arrow_types: dict, error: Exception) -> str:
@@ -277,7 +326,7 @@ def _csv_problem(path: Path, where: str, delimiter: str, names: list[str], arrow
             ),
         )
     except pa.ArrowInvalid as parse_error:
-        return f"{where}: {_first_line(parse_error)}."
+        return _csv_parse_problem(path, where, delimiter, parse_error)
     for name in names:
         row = 0
         for chunk in text.column(name).chunks:
@@ -288,13 +337,40 @@ def _csv_problem(path: Path, where: str, delimiter: str, names: list[str], arrow
                     try:
                         pc.cast(pa.array([cell]), arrow_types[name])
                     except pa.ArrowInvalid:
-                        kind = "whole numbers" if arrow_types[name] == pa.int64() else "numbers"
-                        return (
-                            f"{where}, row {row + offset + 1}, column {name}: {cell!r} is not allowed; expected {kind} "
-                            "(rows count the lines after the header that are not empty)."
-                        )
+                        kind = "whole numbers" if pa.types.is_integer(arrow_types[name]) else "numbers"
+                        line = _csv_line(path, row + offset + 2)
+                        return f"{where}, line {line}, column {name}: {cell!r} is not allowed; expected {kind}."
             row += len(chunk)
     return f"{where}: {_first_line(error)}."
+
+
+def _csv_parse_problem(path: Path, where: str, delimiter: str, error: Exception) -> str:
+    """The message for a CSV file pyarrow could not split into rows: for a row with more or fewer cells
+    than the header, its line, found by reading the file again on one thread (which numbers the rows)."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    invalid = []
+
+    def first_invalid(row: pa_csv.InvalidRow) -> str:
+        invalid.append(row)
+        return "error"
+
+    with contextlib.suppress(pa.ArrowInvalid):
+        pa_csv.read_csv(
+            path,
+            read_options=pa_csv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter, invalid_row_handler=first_invalid),
+            convert_options=pa_csv.ConvertOptions(include_columns=[]),
+        )
+    if not invalid or invalid[0].number is None:
+        return f"{where}: {_first_line(error)}."
+    row = invalid[0]
+    cells = f"{row.actual_columns} cell{'' if row.actual_columns == 1 else 's'}"
+    return (
+        f"{where}, line {_csv_line(path, row.number)}: {cells}, but the header has {row.expected_columns}; "
+        "every row needs one cell per column."
+    )
 
 
 def _read_parquet(path: Path, wanted: Sequence[str] | None, dtypes_of: Callable, where: str) -> Columns:
@@ -311,12 +387,15 @@ def _read_parquet(path: Path, wanted: Sequence[str] | None, dtypes_of: Callable,
         table = pq.read_table(path, columns=names)
     except (pa.ArrowInvalid, OSError) as error:
         raise DataError(f"{where}: not a readable Parquet file ({_first_line(error)}).") from None
-    return _arrow_columns(table, names, dtypes_of(names), where)
+    return _arrow_columns(table, names, dtypes_of(names), where, _row)
 
 
-def _arrow_columns(table: pa.Table, names: list[str], dtypes: dict[str, torch.dtype], where: str) -> Columns:
+def _arrow_columns(
+    table: pa.Table, names: list[str], dtypes: dict[str, torch.dtype], where: str, locate: Callable[[int], str]
+) -> Columns:
     """Each column of ``table`` as a tensor, filled a block at a time so that no float64 copy of a whole
-    column is made; an empty cell (null) is a ``DataError``."""
+    column is made; an empty cell (null) or a NaN or infinite number is a ``DataError``. ``locate`` says
+    where the row of an index (from 0) is in the file."""
     import pyarrow.compute as pc
 
     columns = {}
@@ -329,8 +408,14 @@ def _arrow_columns(table: pa.Table, names: list[str], dtypes: dict[str, torch.dt
         for chunk in column.chunks:
             if chunk.null_count:
                 empty = row + int(np.argmax(pc.is_null(chunk).to_numpy(zero_copy_only=False)))
-                raise DataError(f"{where}, row {empty + 1}, column {name}: empty cell; every cell must hold a number.")
+                raise DataError(f"{where}, {locate(empty)}, column {name}: empty cell; every cell must hold a number.")
             values = chunk.to_numpy(zero_copy_only=False)
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                bad = int(np.argmax(~np.isfinite(values)))
+                raise DataError(
+                    f"{where}, {locate(row + bad)}, column {name}: {float(values[bad])} is not allowed; expected "
+                    "finite numbers (one too large for its float type reads as inf)."
+                )
             if target is not None:
                 np.copyto(target[row : row + len(chunk)], values, casting="unsafe")
             else:
@@ -338,7 +423,9 @@ def _arrow_columns(table: pa.Table, names: list[str], dtypes: dict[str, torch.dt
                     # Arrow's buffers are read-only; the tensor over them is only read, to convert it.
                     warnings.filterwarnings("ignore", "The given NumPy array is not writable")
                     values = torch.from_numpy(values)
-                tensor[row : row + len(chunk)] = _converted(name, values, dtypes[name], where, first_row=row)
+                tensor[row : row + len(chunk)] = _converted(
+                    name, values, dtypes[name], where, lambda index, row=row: locate(row + index)
+                )
             row += len(chunk)
         columns[name] = tensor
     return columns
