@@ -3,9 +3,12 @@
 Hydra composes the config from ``conf/``; everything else lives in the ``lightning_svi`` package.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from lightning_svi.config.command_line import refuse_bad_command_line
 from lightning_svi.config.launch_time import register_resolver
 
 register_resolver()  # before Hydra composes: the run and sweep folder names use ${launch_time:...}
@@ -19,4 +22,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    refuse_bad_command_line(sys.argv[1:])  # what Hydra would refuse with a traceback before lightning-svi runs
     main()
