@@ -13,16 +13,22 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
 from lightning_svi.config.checks import check_config, read_data_file
+from lightning_svi.config.run_folder import remove_if_fresh
 from lightning_svi.config.targets import plain
+from lightning_svi.config.trainer_keys import check_trainer_keys
 from lightning_svi.errors import ConfigError, UserInputError
 from lightning_svi.logging.report import print_report, start_line
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
 def _fail(message: str, code: int) -> NoReturn:
     print(f"lightning-svi: error: {message}", file=sys.stderr)
+    if code == EXIT_BAD_INPUT and HydraConfig.initialized():
+        remove_if_fresh(Path(HydraConfig.get().runtime.output_dir))  # refused before training: no folder left
     sys.exit(code)
 
 
@@ -35,6 +41,7 @@ def run(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_config.runtime.output_dir)
     try:
         check_config(cfg)
+        check_trainer_keys(cfg.trainer)
         check_run_keys(cfg)
         table = read_data_file(cfg)
         num_rows = len(next(iter(table.values()))) if table else None
@@ -46,9 +53,8 @@ def run(cfg: DictConfig) -> float | None:
     except UserInputError as error:
         _fail(str(error), EXIT_BAD_INPUT)
     # Heavy imports (torch, Pyro, Lightning) only once the config and the data file are known to be sound.
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-
     from lightning_svi.checkpointing.divergence_guard import TrainingDiverged
+    from lightning_svi.checkpointing.stop_signals import StoppedBySignal
     from lightning_svi.training.run import train
 
     overrides = list(hydra_config.overrides.task)
@@ -59,11 +65,18 @@ def run(cfg: DictConfig) -> float | None:
     except TrainingDiverged as error:
         _report(run_dir, overrides)
         _fail(f"training diverged at {error}", EXIT_DIVERGED)
-    except SIGTERMException:
+    except StoppedBySignal as stop:
         _report(run_dir, overrides)
         checkpoint = run_dir / "checkpoints" / "last.ckpt"
+        if stop.signal_name == "SIGINT":
+            print(f"lightning-svi: interrupted (Ctrl-C); resume with ckpt_path={checkpoint}", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
         print(f"lightning-svi: pre-empted (SIGTERM); resume with ckpt_path={checkpoint}", file=sys.stderr)
         sys.exit(0)
+    except OSError as error:  # a full disk, a read-only run folder
+        checkpoint = run_dir / "checkpoints" / "last.ckpt"
+        kept = f"the last checkpoint written, {checkpoint}, is kept" if checkpoint.is_file() else "no checkpoint"
+        _fail(f"cannot write into the run folder ({error.strerror}: {error.filename}); {kept}.", EXIT_FAILED)
     _report(run_dir, overrides, summary)
     return objective(summary, cfg.get("optimized_metric") or "final.elbo")
 

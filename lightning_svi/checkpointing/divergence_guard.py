@@ -41,10 +41,10 @@ class NonFiniteGuard(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         named = [(f"parameter {name!r}", tensor) for name, tensor in checkpoint.get("state_dict", {}).items()]
-        named += list(_tensors(checkpoint.get("optimizer_states", []), "optimizer_states"))
-        for where, tensor in named:
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise TrainingDiverged(f"step {trainer.global_step}: {where} is not finite; no checkpoint was written")
+        named.append(("optimizer_states", checkpoint.get("optimizer_states", [])))
+        for where, value in named:
+            for found in non_finite_tensors(value, where):
+                raise TrainingDiverged(f"step {trainer.global_step}: {found} is not finite; no checkpoint was written")
 
 
 def _all_finite(pl_module: pl.LightningModule) -> bool:
@@ -57,16 +57,18 @@ def _all_finite(pl_module: pl.LightningModule) -> bool:
     return not sums or bool(torch.isfinite(torch.stack(sums).sum()))
 
 
-def _tensors(value: Any, path: str) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor in a nest of dicts and lists, with the path of keys that leads to it."""
+def non_finite_tensors(value: Any, path: str) -> Iterator[str]:
+    """The path of keys to every floating-point tensor with a NaN or infinite element in a nest of
+    dicts and lists (a checkpoint's state dict or optimizer states)."""
     if isinstance(value, torch.Tensor):
-        yield path, value
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            yield path
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _tensors(item, f"{path}.{key}")
+            yield from non_finite_tensors(item, f"{path}.{key}")
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            yield from _tensors(item, f"{path}[{index}]")
+            yield from non_finite_tensors(item, f"{path}[{index}]")
 
 
 def _culprit_sites(pl_module: pl.LightningModule) -> str:

@@ -22,6 +22,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_svi.analysis.posterior import posterior_summary
 from lightning_svi.checkpointing.divergence_guard import TrainingDiverged
+from lightning_svi.checkpointing.stop_signals import received_signal
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.errors import UserInputError, one_line
 from lightning_svi.logging.evidence import log_evidence
@@ -154,18 +155,29 @@ class RunSummary(StepLogger):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, UserInputError):
             return  # refused before training (e.g. a mismatched checkpoint): keep any earlier summary.json
-        if self.drawing_posterior:
-            return  # training ended well (Ctrl-C while drawing the posterior): keep its complete summary
+        if self.drawing_posterior or self.posterior_pending:
+            return  # training ended well (a failure or Ctrl-C in the end-of-run work): keep its complete summary
         if isinstance(exception, SIGTERMException):
-            self.write(trainer, pl_module, "preempted")
-            return
-        if isinstance(exception, TrainingDiverged):
-            status = "diverged"
+            # Ctrl-C stops like SIGTERM (``stop_signals``), after a step and with a checkpoint.
+            status, error = ("interrupted" if received_signal(trainer) == "SIGINT" else "preempted"), None
+        elif isinstance(exception, TrainingDiverged):
+            status, error = "diverged", str(exception)
         elif isinstance(exception, KeyboardInterrupt):
-            status = "interrupted"
+            status, error = "interrupted", str(exception)
         else:
-            status = "failed"
-        self.write(trainer, pl_module, status, error=str(exception))
+            status, error = "failed", str(exception)
+        try:
+            self.write(trainer, pl_module, status, error=error)
+        except OSError:
+            # A full disk or a read-only run folder: no summary rather than an earlier one that says otherwise.
+            self.path.unlink(missing_ok=True)
+            raise
+
+    def write_unstarted(self, status: str, error: str) -> None:
+        """``summary.json`` of a run that failed before Lightning could start it (a Trainer that cannot be
+        built here): the run's names, its status and the error; no steps, θ, φ or final values."""
+        self.summary = {**self.names, "steps": 0, "status": status, "final": {}, "theta": {}, "phi": {}, "error": error}
+        write_json_atomically(self.path, self.summary)
 
     def final_metrics(self, pl_module: pl.LightningModule) -> dict[str, float | None]:
         rows = [

@@ -15,12 +15,14 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pyro.infer.util import is_validation_enabled
-from pytorch_lightning.callbacks import EarlyStopping, ProgressBar
+from pytorch_lightning.callbacks import Checkpoint, EarlyStopping, ProgressBar
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_svi.checkpointing.atomic_io import AtomicCheckpointIO
 from lightning_svi.checkpointing.rank_state import RankStateDump
-from lightning_svi.checkpointing.resume import checkpoint_to_resume
+from lightning_svi.checkpointing.resume import check_steps_to_go, checkpoint_to_resume
+from lightning_svi.checkpointing.stop_signals import StoppedBySignal, received_signal
 from lightning_svi.config.targets import check_target, constructing, instantiated, locate, parameters, target_name
 from lightning_svi.config.targets import options as target_options
 from lightning_svi.core.estimators import build_estimator
@@ -167,8 +169,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, model_name: str, full_data: 
 
 def _grouped(callback: pl.Callback) -> bool:
     """lightning-svi's own callbacks go into the ``CallbackGroup``; Lightning finds its progress bar
-    among the Trainer's callbacks, and a user's callbacks (EarlyStopping, ModelCheckpoint) are its own."""
-    return type(callback).__module__.startswith("lightning_svi.") and not isinstance(callback, ProgressBar)
+    among the Trainer's callbacks and runs checkpoint callbacks after all others (``LastCheckpoint`` writes
+    the last step before any end-of-run work); a user's callbacks (EarlyStopping, ModelCheckpoint) are its own."""
+    lightning_handles = isinstance(callback, (ProgressBar, Checkpoint))
+    return type(callback).__module__.startswith("lightning_svi.") and not lightning_handles
 
 
 def trainer_callbacks(callbacks: list[pl.Callback]) -> list[pl.Callback]:
@@ -209,21 +213,32 @@ def train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None =
 
 
 def _train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None) -> dict[str, Any]:
+    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, run_dir, cfg.get("resume", False))
+    if ckpt_path is not None:
+        check_steps_to_go(ckpt_path, cfg.trainer)  # before anything is built or written
     reset_global_state(cfg.seed)
     datamodule = build_datamodule(cfg, table)
     module, model_name = build_module(cfg, datamodule)
     full_data = datamodule.full_batch()
     loggers = build_loggers(cfg, run_dir)
     callbacks = build_callbacks(cfg, run_dir, model_name, full_data)
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=trainer_callbacks(callbacks),
-        logger=loggers or False,
-        default_root_dir=str(run_dir),
-        plugins=[AtomicCheckpointIO()],
-    )
-    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, run_dir)
-    with positive_as_exp():
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    run_summary = next(callback for callback in callbacks if isinstance(callback, RunSummary))
+    try:
+        trainer: pl.Trainer = instantiated(
+            cfg.trainer,
+            "trainer",
+            callbacks=trainer_callbacks(callbacks),
+            logger=loggers or False,
+            default_root_dir=str(run_dir),
+            plugins=[AtomicCheckpointIO()],
+        )
+    except ConfigError as error:  # no such device here, a value the Trainer refuses
+        run_summary.write_unstarted("failed", str(error))
+        raise
+    try:
+        with positive_as_exp():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        raise StoppedBySignal(received_signal(trainer) or "SIGTERM") from None
     # Every rank returns the summary: rank 0 wrote it, the others may get here first.
-    return next(callback.summary for callback in callbacks if isinstance(callback, RunSummary))
+    return run_summary.summary

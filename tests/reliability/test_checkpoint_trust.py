@@ -3,11 +3,14 @@ checkpoint: refused before training with a message naming the mismatch, exit sta
 
 from __future__ import annotations
 
+import struct
+import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
-from lightning_svi.checkpointing.atomic_io import CheckpointError
+from lightning_svi.checkpointing.atomic_io import AtomicCheckpointIO, CheckpointError
 from tests.conftest import read_summary, run_train_py
 
 
@@ -67,3 +70,46 @@ def test_resume_from_a_missing_checkpoint_exits_2_before_training(tmp_path: Path
     assert result.returncode == 2
     assert f"lightning-svi: error: ckpt_path='{missing}': no such checkpoint file" in result.stderr
     assert not (tmp_path / "run" / "tensorboard").exists() and not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_resume_on_other_data_of_the_same_size_is_refused(full_guide_run: Path, tmp_path: Path) -> None:
+    from lightning_svi.training.run import train
+    from tests.conftest import compose_config
+
+    checkpoint = full_guide_run / "checkpoints" / "last.ckpt"
+    config = compose_config("data.seed=1", "trainer.max_steps=10", f"ckpt_path={checkpoint}")
+    with pytest.raises(CheckpointError, match=r"refused; it was trained on other data \(data fingerprint [0-9a-f]{32}"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def _member_offset(path: Path, suffix: str) -> int:
+    """Where the bytes of the archive member whose name ends with ``suffix`` begin in the file."""
+    with zipfile.ZipFile(path) as archive:
+        info = next(info for info in archive.infolist() if info.filename.endswith(suffix))
+    header = path.read_bytes()[info.header_offset : info.header_offset + 30]
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_length + extra_length
+
+
+def test_a_checkpoint_with_a_flipped_byte_is_refused_as_corrupted(full_guide_run: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "last.ckpt"
+    content = bytearray((full_guide_run / "checkpoints" / "last.ckpt").read_bytes())
+    content[_member_offset(full_guide_run / "checkpoints" / "last.ckpt", "data/0") + 1] ^= 0x10
+    damaged.write_bytes(bytes(content))
+    with pytest.raises(CheckpointError, match=rf"ckpt_path={damaged}: corrupted; the CRC of .*data/0 inside"):
+        AtomicCheckpointIO().load_checkpoint(damaged)
+
+
+def test_a_checkpoint_holding_a_nan_is_refused_as_non_finite_not_as_divergence(
+    full_guide_run: Path, tmp_path: Path
+) -> None:
+    state = torch.load(full_guide_run / "checkpoints" / "last.ckpt", weights_only=True)
+    state["state_dict"]["svi.guide.qb_unconstrained"][7] = float("nan")
+    edited = tmp_path / "last.ckpt"
+    torch.save(state, edited)
+    expected = (
+        rf"ckpt_path={edited}: refused; the checkpoint holds non-finite values \(parameter 'svi.guide.qb_unconstrained'"
+    )
+    with pytest.raises(CheckpointError, match=expected):
+        AtomicCheckpointIO().load_checkpoint(edited)
