@@ -114,11 +114,30 @@ def _flatten(value: Any) -> Iterable[Any]:
         yield value
 
 
+# Characters that make Hydra's override grammar read a value as more than a plain string.
+HYDRA_SPECIAL = set("=,[]{}()'\" :$\\")
+
+
+def hydra_value(text: str) -> str:
+    """``text`` as a value Hydra's override parser reads back unchanged (quoted where it must be)."""
+    return f"'{text}'" if HYDRA_SPECIAL & set(text) else text
+
+
+def shell_word(argument: str) -> str:
+    """``argument`` for a POSIX shell: as is where it is safe, in double quotes around Hydra's single quotes."""
+    if shlex.quote(argument) == argument:
+        return argument
+    if "'" in argument and not set(argument) & set('"$`\\!'):
+        return f'"{argument}"'
+    return shlex.quote(argument)
+
+
 def _resume_command(run_dir: Path, overrides: Sequence[str], steps: int) -> str:
     """``python train.py`` with the run's own overrides, its last checkpoint and twice its steps."""
     kept = [item for item in overrides if item.split("=", 1)[0].lstrip("+~") not in ("ckpt_path", "trainer.max_steps")]
-    arguments = [*kept, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"trainer.max_steps={2 * max(steps, 1)}"]
-    return "python train.py " + " ".join(shlex.quote(argument) for argument in arguments)
+    checkpoint = hydra_value(str(run_dir / "checkpoints" / "last.ckpt"))
+    arguments = [*kept, f"ckpt_path={checkpoint}", f"trainer.max_steps={2 * max(steps, 1)}"]
+    return "python train.py " + " ".join(shell_word(argument) for argument in arguments)
 
 
 def report_lines(summary: dict[str, Any], run_dir: Path, overrides: Sequence[str] = ()) -> list[str]:
