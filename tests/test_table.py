@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -142,6 +143,46 @@ def test_a_file_of_many_blocks_reports_the_first_bad_line(tmp_path: Path, monkey
     path = write(tmp_path, "successes,trials\n" + "\n".join(rows) + "\n")
     with pytest.raises(DataError, match="line 152: successes=2, trials=1 violates"):
         read_table(path, SPEC)
+
+
+SCANNED_FILES = [
+    "successes,trials\n1,2\n3,4\n",
+    "\ufeffsuccesses,trials\r\n1,2\r\n\r\n3,4\r\n",  # a BOM, \r\n line ends
+    "note,successes,trials\n\u00e9t\u00e9,1,2\n\u4e2d\u6587,3,4\n",  # characters of 2 and 3 bytes
+    'note,successes,trials\nplain,1,2\n"a,b",3,4\n',  # a quote only after the first scanned chunk
+    "successes,trials\n1,2\n3,\u00e94\n",
+    "successes,trials\n1,2\n3,4\x00\n",
+]
+
+
+@pytest.mark.parametrize("content", SCANNED_FILES)
+def test_the_file_is_scanned_in_chunks_as_if_whole(
+    tmp_path: Path, content: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Characters, quotes and NUL bytes across the edges of 7-byte chunks: as one chunk of the whole file.
+    path = write(tmp_path, content.encode())
+    outcomes = []
+    for scan_bytes in (table_module.SCAN_BYTES, 7):
+        monkeypatch.setattr(table_module, "SCAN_BYTES", scan_bytes)
+        try:
+            outcomes.append(read_table(path, SPEC))
+        except DataError as error:
+            outcomes.append(str(error))
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("cut", range(1, 12))
+def test_invalid_utf8_is_reported_at_its_byte_whatever_the_chunks(
+    tmp_path: Path, cut: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = "successes,trials\n1,2\n\u00e9\u4e2d\n".encode()
+    content = content[:-3] + b"\xff" + content[-2:]  # the second byte of a 3-byte character, replaced
+    with pytest.raises(UnicodeDecodeError) as decoding:
+        content.decode("utf-8")
+    expected = f"not a UTF-8 text file ({decoding.value.reason} at byte {decoding.value.start})"
+    monkeypatch.setattr(table_module, "SCAN_BYTES", cut)
+    with pytest.raises(DataError, match=re.escape(expected)):
+        read_table(write(tmp_path, content), SPEC)
 
 
 def test_a_large_file_is_checked_in_seconds(tmp_path: Path) -> None:

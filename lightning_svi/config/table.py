@@ -1,8 +1,10 @@
 """Read a CSV table of numbers and check it against a model's spec.
 
 NumPy and no torch, on purpose: bad files are reported before torch is imported. Vectorized, because a
-row-by-row reading with the ``csv`` module took 338 s and 10.9 GB for a 200 MB file; this takes 4 s of CPU
-and 0.5 GB for a 190 MB file of 16 million rows of counts (and 0.7 s against the old 8.9 s for 20 MB).
+row-by-row reading with the ``csv`` module took 338 s and 10.9 GB for a 200 MB file. The file is mapped,
+not read, and let go a block at a time, so that the process holds about the columns (float32 for counts):
+a 1 GB file of 87 million rows of counts with a bad last row is refused after 23 s of CPU at a peak of
+0.86 GB for the whole process (``pytest -s -m slow tests/reliability/test_big_data.py`` prints both).
 Numeric cells are parsed column by column in blocks of lines; only the rare cell the vectorized parsers
 cannot read (``1_000``, ``1e5``, non-ASCII digits, a long cell) is passed to Python's ``float`` on its own,
 and a file whose data lines quote cells (``"3"``) is split by the ``csv`` module, whose quoting rules it
@@ -21,7 +23,10 @@ to there and not all above it (``2**24 + 1`` becomes ``2**24``).
 
 from __future__ import annotations
 
+import codecs
 import csv
+import mmap
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +41,9 @@ LARGEST_COUNT = 2**24
 SHOWN_CELL_CHARS = 40
 # Lines are checked this many bytes at a time: NumPy's temporaries stay a few times this size.
 BLOCK_BYTES = 1 << 20
+# The whole file is scanned (UTF-8, NUL bytes, line ends, quotes) this many bytes at a time.
+SCAN_BYTES = 1 << 24
+_BOM = b"\xef\xbb\xbf"
 # Cells longer than this (and any with more than 15 digits) go to Python's ``float``.
 FAST_CELL_BYTES = 24
 # What ``str.strip`` removes from an ASCII cell (``\\n`` and ``\\r`` end lines before cells are cut).
@@ -47,6 +55,7 @@ _CONTENT = ~_WHITESPACE
 _CONTENT[[_COMMA, _NEWLINE]] = False
 
 Columns = Mapping[str, np.ndarray]
+Text = bytes | mmap.mmap  # a file's bytes, read or mapped
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,8 @@ class TableSpec:
 
 
 class Table(dict):
-    """The checked columns of a file: one float64 array per column of the spec, in the spec's order.
+    """The checked columns of a file: one array per column of the spec, in the spec's order (float32 for
+    counts, else float64).
 
     Equal to any mapping of the same column names to equal sequences of numbers (lists included), so
     that a table compares like the dict of lists it stands for.
@@ -113,12 +123,18 @@ def require_file(path: str | Path, expected: str) -> None:
 
 
 def read_table(path: str | Path, spec: TableSpec) -> Table:
-    """Read ``path`` into one float64 array per column of ``spec``, or raise ``DataError`` saying what is wrong."""
+    """Read ``path`` into one array per column of ``spec``, or raise ``DataError`` saying what is wrong.
+
+    The arrays are float32 for a spec of counts (every allowed count is exact in float32), else float64.
+    The file is mapped into memory, not read, and the pages of each block are let go once it is checked:
+    the process holds the columns and a block, not the file (unless its lines end in ``\\r``: then it is
+    read and rewritten with ``\\n``).
+    """
     path = data_path(path)
     where = f"data.path={path}"
     require_file(path, spec.describe())
-    text = _read_text_bytes(path, where)
-    first_line, header, body_start = _find_header(text, where)
+    text, num_newlines, last_quote = _open_text(path, where)
+    first_line, header, body_start = _find_header(text, len(_BOM) if text[: len(_BOM)] == _BOM else 0, where)
     if header is None:
         raise DataError(f"{where}: the file is empty. Expected a header line with {spec.describe()}.")
     missing = [name for name in spec.columns if name not in header]
@@ -134,10 +150,11 @@ def read_table(path: str | Path, spec: TableSpec) -> Table:
             "each column needs a name of its own."
         )
     positions = [header.index(name) for name in spec.columns]
-    split = _split_quoted if text.find(b'"', body_start) >= 0 else _split_plain
+    split = _split_quoted if last_quote >= body_start else _split_plain
     # Filled in place, a block at a time: room for every line, of which the header and blank ones stay unused.
-    num_lines = text.count(b"\n", body_start) + 1
-    columns = {name: np.empty(num_lines) for name in spec.columns}
+    num_lines = max(num_newlines - (first_line - 1) + 1, 1)  # the lines before first_line end in a newline
+    dtype = np.float32 if spec.integer else np.float64
+    columns = {name: np.empty(num_lines, dtype=dtype) for name in spec.columns}
     num_rows = 0
     for block in split(text, body_start, first_line, positions, spec.columns, where):
         for name, values in _check_block(block, spec, len(header), where).items():
@@ -148,30 +165,52 @@ def read_table(path: str | Path, spec: TableSpec) -> Table:
     return Table({name: column[:num_rows] for name, column in columns.items()})
 
 
-def _read_text_bytes(path: Path, where: str) -> bytes:
-    """The file's bytes once they are known to be UTF-8 text, without a BOM, with ``\\n`` line ends."""
+def _open_text(path: Path, where: str) -> tuple[Text, int, int]:
+    """(the file's bytes, its number of ``\\n``, the offset of its last ``"`` or -1) once they are known to
+    be UTF-8 text without NUL bytes, with ``\\n`` line ends. The bytes are mapped, and scanned a block
+    at a time, each let go after; a file with ``\\r`` line ends is read and rewritten."""
     try:
-        text = path.read_bytes()
+        with path.open("rb") as file:
+            text = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(file.fileno()).st_size else b""
     except OSError as error:
         raise DataError(f"{where}: cannot be read ({error.strerror}).") from None
-    if not text.isascii():
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    num_newlines, last_quote, has_return = 0, -1, False
+    for start in range(0, len(text), SCAN_BYTES):
+        chunk = text[start : start + SCAN_BYTES]
+        _release(text, start, len(chunk))
+        pending = len(decoder.getstate()[0])  # the bytes of a character the last chunk ended inside
         try:
-            text.decode("utf-8")
+            if pending or not chunk.isascii():
+                decoder.decode(chunk, final=start + len(chunk) == len(text))
         except UnicodeDecodeError as error:
-            raise DataError(f"{where}: not a UTF-8 text file ({error.reason} at byte {error.start}).") from None
-    if b"\x00" in text:
-        raise DataError(f"{where}: contains NUL bytes; it is not a CSV text file.")
-    text = text.removeprefix(b"\xef\xbb\xbf")
-    if b"\r" in text:
-        text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    return text
+            at = start - pending + error.start
+            raise DataError(f"{where}: not a UTF-8 text file ({error.reason} at byte {at}).") from None
+        if b"\x00" in chunk:
+            raise DataError(f"{where}: contains NUL bytes; it is not a CSV text file.")
+        has_return = has_return or b"\r" in chunk
+        num_newlines += chunk.count(b"\n")
+        quote = chunk.rfind(b'"')
+        last_quote = start + quote if quote >= 0 else last_quote
+    if has_return:
+        text = bytes(text).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return text, text.count(b"\n"), text.rfind(b'"')
+    return text, num_newlines, last_quote
 
 
-def _find_header(text: bytes, where: str) -> tuple[int, list[str] | None, int]:
+def _release(text: Text, start: int, length: int) -> None:
+    """Let the pages of a mapped file from ``start`` on go (the kernel keeps them cached): once a block is
+    checked, the process need not hold it."""
+    if isinstance(text, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        aligned = start - start % mmap.PAGESIZE
+        text.madvise(mmap.MADV_DONTNEED, aligned, min(length + start - aligned, len(text) - aligned))
+
+
+def _find_header(text: Text, start: int, where: str) -> tuple[int, list[str] | None, int]:
     """(number of the line after it, stripped cells, offset of that line) of the first row with a
-    non-blank cell; ``None`` for the cells where there is none."""
+    non-blank cell from offset ``start`` on; ``None`` for the cells where there is none."""
     line_end = [0]
-    reader = csv.reader(_lines(text, 0, line_end))
+    reader = csv.reader(_lines(text, start, line_end))
     lines_read = 0
     try:
         for cells in reader:
@@ -206,7 +245,7 @@ def _csv_module_problem(error: csv.Error, line_number: int, where: str) -> str:
     return f"{where}, line {line_number}: {error}."
 
 
-def _lines(text: bytes, start: int, line_end: list[int]) -> Iterator[str]:
+def _lines(text: Text, start: int, line_end: list[int]) -> Iterator[str]:
     """The lines of ``text`` from ``start`` on, without their ``\\n``; ``line_end[0]`` follows the offset
     after the last one given. The ``csv`` module joins the lines of a quoted cell without a newline."""
     while start < len(text):
@@ -230,12 +269,12 @@ class _Block:
 
 
 def _split_plain(
-    text: bytes, start: int, first_line: int, positions: list[int], names: tuple[str, ...], where: str
+    text: Text, start: int, first_line: int, positions: list[int], names: tuple[str, ...], where: str
 ) -> Iterator[_Block]:
     """Blocks of a body without quotes, where a cell is what lies between two commas."""
     data = np.frombuffer(text, dtype=np.uint8)
     while start < len(data):
-        stop = len(data)
+        block_start, stop = start, len(data)
         if start + BLOCK_BYTES < len(data):
             # The block ends after a line's newline: at the last one before the limit, else the first after it.
             stop = (text.rfind(b"\n", start, start + BLOCK_BYTES) + 1) or (text.find(b"\n", start + BLOCK_BYTES) + 1)
@@ -275,6 +314,7 @@ def _split_plain(
             {name: parsed for name, (_, parsed) in parsed_cells.items()},
             cell_text,
         )
+        _release(text, block_start, stop - block_start)
 
 
 def _take(array: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -392,7 +432,7 @@ def _python_float(cell: str) -> tuple[float, bool]:
 
 
 def _split_quoted(
-    text: bytes, start: int, first_line: int, positions: list[int], names: tuple[str, ...], where: str
+    text: Text, start: int, first_line: int, positions: list[int], names: tuple[str, ...], where: str
 ) -> Iterator[_Block]:
     """Blocks of a body with quoted cells, split by the ``csv`` module (a quoted cell may hold a comma
     or span lines: its row is counted from its first line)."""

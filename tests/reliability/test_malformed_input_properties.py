@@ -86,7 +86,7 @@ def test_malformed_csv_is_read_or_refused_in_one_paragraph(content: bytes) -> No
         assert 0 <= successes <= trials <= LARGEST_COUNT and successes == int(successes) and trials == int(trials)
     data = BetaBinomial.data_from_table(table)
     # Exactly the counts of the file, in the model's float32.
-    assert all(torch.equal(data[name].double(), torch.from_numpy(table[name])) for name in table)
+    assert all(torch.equal(data[name].double(), torch.from_numpy(table[name]).double()) for name in table)
 
 
 # --- config values ---------------------------------------------------------------------------------------------
