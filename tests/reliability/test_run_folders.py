@@ -174,7 +174,7 @@ def test_resume_true_continues_in_the_same_folder_and_the_same_tensorboard_run(t
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_summary(run_dir)["steps"] == 60
     assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
-    # One event directory, one continuous curve: 5, 10, ..., 60, each step once.
+    # One event directory, one continuous curve: the first step, then 5, 10, ..., 60, each step once.
     assert [path.name for path in run_dir.iterdir() if path.name.startswith("tensorboard")] == ["tensorboard"]
-    assert [step for step, _ in read_scalars(run_dir)["train/loss"]] == list(range(5, 61, 5))
+    assert [step for step, _ in read_scalars(run_dir)["train/loss"]] == [1, *range(5, 61, 5)]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 60
