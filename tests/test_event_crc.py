@@ -35,7 +35,7 @@ def test_event_files_written_with_it_pass_tensorboards_checks(tmp_path: Path) ->
     assert record_writer.masked_crc32c is event_crc.masked_crc32c  # the records below are checksummed by it
     tags = {f"theta/a_rather_long_parameter_name/{index}": float(index) for index in range(40)}  # > 64 bytes
     for step in range(1, 4):
-        logger.add_scalars(tags, step=step)
+        logger.log_metrics(tags, step=step)
     logger.finalize("success")
     (path,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
     reader = pywrap_tensorflow.PyRecordReader_New(str(path))  # raises DataLossError on a bad checksum

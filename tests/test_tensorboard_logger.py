@@ -21,9 +21,9 @@ def events(run_dir: Path) -> list:
 @pytest.mark.parametrize("status", ["success", "failed"])
 def test_waiting_values_are_written_by_finalize_one_event_per_step(tmp_path: Path, status: str) -> None:
     logger = BufferedTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="", flush_seconds=3600)
-    logger.add_scalars({"a": 1.0, "b": 2.0}, step=1)
+    logger.log_metrics({"a": 1.0, "b": 2.0}, step=1)
     logger.add_histogram("h", torch.arange(10.0), step=1)
-    logger.add_scalars({"a": 3.0}, step=2)
+    logger.log_metrics({"a": 3.0}, step=2)
     assert events(tmp_path) == []  # the file exists (the histogram's bins opened the writer), the values wait
     logger.finalize(status)
     assert read_scalars(tmp_path) == {"a": [(1, 1.0), (2, 3.0)], "b": [(1, 2.0)]}
@@ -34,7 +34,7 @@ def test_waiting_values_are_written_by_finalize_one_event_per_step(tmp_path: Pat
 
 def test_values_reach_the_writer_once_flush_seconds_have_passed(tmp_path: Path) -> None:
     logger = BufferedTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="", flush_seconds=0.0)
-    logger.add_scalars({"a": 1.0}, step=1)
+    logger.log_metrics({"a": 1.0}, step=1)
     logger.experiment.flush()
     assert read_scalars(tmp_path) == {"a": [(1, 1.0)]}
 
@@ -55,7 +55,7 @@ def test_a_flush_of_many_steps_fits_the_writer_queue_and_every_step_is_written(t
     logger = BufferedTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="", flush_seconds=3600)
     assert logger.experiment.max_queue == 4096
     for step in range(1, 1001):
-        logger.add_scalars({"a": float(step)}, step=step)
+        logger.log_metrics({"a": float(step)}, step=step)
     logger.save()
     assert read_scalars(tmp_path)["a"] == [(step, float(step)) for step in range(1, 1001)]
 
@@ -69,3 +69,26 @@ def test_a_histogram_of_a_diverging_tensor_shows_its_finite_elements_and_never_r
     logger.finalize("success")
     (histogram,) = read_events(tmp_path).Histograms("h")
     assert histogram.step == 1 and histogram.histogram_value.num == 2 and histogram.histogram_value.max == 3.0
+
+
+def test_lightnings_log_metrics_keeps_the_prefix_and_takes_tensors(tmp_path: Path) -> None:
+    logger = BufferedTensorBoardLogger(
+        save_dir=str(tmp_path), name="tensorboard", version="", prefix="run", flush_seconds=3600
+    )
+    logger.log_metrics({"a": torch.tensor(1.5), "b": 2}, step=3)
+    logger.log_metrics({"a": 0.5}, step=None)  # no step: Lightning's own, an event per scalar, written at once
+    logger.finalize("success")
+    scalars = read_scalars(tmp_path)
+    assert scalars["run-a"][-1] == (3, 1.5) and scalars["run-b"] == [(3, 2.0)]
+    assert [value for _, value in scalars["run-a"]] == [0.5, 1.5]  # the unbuffered one reached the file first
+
+
+def test_the_buffer_and_the_writer_queue_are_set_from_the_config(tmp_path: Path) -> None:
+    from lightning_svi.training.run import build_component
+    from tests.conftest import compose_config
+
+    cfg = compose_config("logger.tensorboard.max_queue=123", "logger.tensorboard.flush_seconds=7.5")
+    logger = build_component(cfg.logger.tensorboard, "logger.tensorboard", tmp_path, {"run_dir": tmp_path})
+    assert isinstance(logger, BufferedTensorBoardLogger)
+    assert logger.experiment.max_queue == 123 and logger.flush_seconds == 7.5
+    assert Path(logger.log_dir) == tmp_path / "tensorboard"

@@ -65,9 +65,10 @@ def merged(hooks: list[Callable[..., Metrics | None]]) -> Callable[..., Metrics]
 
 
 def log_scalars(trainer: pl.Trainer, metrics: Metrics, step: int) -> None:
-    """Write scalars to every logger, once (rank 0), all at one step: the buffered TensorBoard logger's
-    own way, Lightning's ``log_metrics`` for any other logger. Scalars that a callback monitors
-    (``EarlyStopping(monitor="train/elbo")``) also go to ``trainer.callback_metrics``, on every rank."""
+    """Write scalars to every logger with Lightning's ``log_metrics``, once (rank 0), all at one step,
+    after one copy to the host (``BufferedTensorBoardLogger`` keeps them as one event). Scalars that a
+    callback monitors (``EarlyStopping(monitor="train/elbo")``) also go to ``trainer.callback_metrics``,
+    on every rank."""
     if not metrics:
         return
     _update_monitored(trainer, metrics)
@@ -75,10 +76,7 @@ def log_scalars(trainer: pl.Trainer, metrics: Metrics, step: int) -> None:
         return
     values = dict(zip(metrics, as_floats(list(metrics.values())), strict=True))
     for logger in trainer.loggers:
-        if isinstance(logger, BufferedTensorBoardLogger):
-            logger.add_scalars(values, step)
-        else:
-            logger.log_metrics(values, step=step)
+        logger.log_metrics(values, step=step)
 
 
 def _update_monitored(trainer: pl.Trainer, metrics: Metrics) -> None:
