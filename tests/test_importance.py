@@ -4,6 +4,7 @@ and in ``summary.json`` and TensorBoard for the built-in and users' models."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -244,3 +245,102 @@ def test_the_mixture_gets_an_iw_evidence_where_no_closed_form_exists(train_in_pr
     assert summary["final"]["log_evidence"] is None
     assert math.isfinite(summary["final"]["iw_log_evidence"]) and math.isfinite(summary["final"]["iw_gap"])
     assert summary["diagnostics"]["psis_khat"] is not None
+
+
+def train_tutorial(name: str, tmp_path: Path, steps: int, *overrides: str) -> dict:
+    """A Pyro tutorial's unchanged model and guide (``tests/pyro_models``) trained as a user would, from YAML."""
+    from lightning_svi.training.run import train
+    from tests.conftest import REPO, compose_config
+    from tests.pyro_models.make_files import write_file
+    from tests.pyro_models.reference import overrides as reference_overrides
+
+    data = write_file(name, tmp_path / "data", seed=0)
+    cfg = compose_config(
+        f"hydra.searchpath=[file://{REPO / 'tests' / 'pyro_models' / 'conf'}]",
+        f"model=pyro_{name}",
+        f"guide=pyro_{name}",
+        *reference_overrides(name, steps),
+        "data=file",
+        f"data.path={data}",
+        "tensorboard.image_every_n_steps=null",
+        *overrides,
+    )
+    return train(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("name", "particles"),
+    [("coin", 1000), ("regression", 200)],  # the regression's nn.Linear does not broadcast: one draw at a time
+)
+def test_a_users_pyro_program_gets_iw_evidence_gap_and_khat(tmp_path: Path, name: str, particles: int) -> None:
+    summary = train_tutorial(name, tmp_path, 200)
+    final, diagnostics = summary["final"], summary["diagnostics"]
+    assert final["log_evidence"] is None  # no closed form for a user's program
+    assert math.isfinite(final["iw_log_evidence"]) and math.isfinite(final["iw_gap"]) and final["iw_gap"] >= 0
+    assert diagnostics["num_particles"] == particles and diagnostics["psis_khat"] is not None
+    scalars = read_scalars(tmp_path / "run")
+    assert scalars["evidence/iw_log_evidence"][-1] == (200, pytest.approx(final["iw_log_evidence"], rel=1e-6))
+    assert "diagnostics/psis_khat" in scalars
+
+
+USER_PROGRAM = """
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+
+
+def model(count):
+    rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+    with pyro.plate("data", len(count)):
+        pyro.sample("count", dist.Poisson(rate), obs=count)
+
+
+def guide(count):
+    shape = pyro.param("q_shape", torch.tensor(1.0), constraint=constraints.positive)
+    rate = pyro.param("q_rate", torch.tensor(1.0), constraint=constraints.positive)
+    pyro.sample("rate", dist.Gamma(shape, rate))
+"""
+
+
+def test_a_minibatched_users_program_is_weighed_on_the_full_data_unscaled(tmp_path: Path, monkeypatch) -> None:
+    """A user's functions, trained on batches of 10 of 40 rows: their minibatch scale (40/10) must not enter the
+    weights, which are of all 40 rows at once, so the estimate meets the Poisson-Gamma evidence."""
+    from lightning_svi.training.run import train
+    from tests.conftest import compose_config
+
+    (tmp_path / "poisson_user.py").write_text(USER_PROGRAM)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    counts = torch.poisson(torch.full((40,), 4.0), generator=torch.Generator().manual_seed(0))
+    (tmp_path / "counts.csv").write_text("count\n" + "\n".join(str(int(value)) for value in counts) + "\n")
+    cfg = compose_config(
+        "model=custom",
+        "model._target_=poisson_user.model",
+        "guide=custom",
+        "guide._target_=poisson_user.guide",
+        "data=file",
+        f"data.path={tmp_path / 'counts.csv'}",
+        "data.batch_size=10",
+        "trainer.max_steps=300",
+        "optim.lr=0.05",
+        "tensorboard.image_every_n_steps=null",
+    )
+    final = train(cfg, tmp_path / "run")["final"]
+    shape, rate, total, rows = 2.0, 1.0, float(counts.sum()), len(counts)
+    exact = (
+        shape * math.log(rate)
+        - math.lgamma(shape)
+        + math.lgamma(shape + total)
+        - (shape + total) * math.log(rate + rows)
+        - float(torch.lgamma(counts + 1).sum())
+    )
+    assert abs(final["iw_log_evidence"] - exact) < 3 * final["iw_log_evidence_se"] + 0.02
+
+
+@pytest.mark.slow
+def test_the_vae_gets_iw_evidence_gap_and_khat(train_in_process, tmp_path: Path) -> None:
+    summary = train_in_process("experiment=vae", "trainer.max_steps=50", "tensorboard.image_every_n_steps=null")
+    final, diagnostics = summary["final"], summary["diagnostics"]
+    assert math.isfinite(final["iw_log_evidence"]) and math.isfinite(final["iw_gap"])
+    assert diagnostics["psis_khat"] is not None and diagnostics["num_particles"] >= 100
+    assert "evidence/iw_log_evidence" in read_scalars(tmp_path / "run")

@@ -34,12 +34,13 @@ from pyro.ops.contract import contract_tensor_tree
 from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine import Trace
 
-from lightning_svi.analysis.posterior import CHUNK_ELEMENTS, Batch, Sites, chunk_size, draw_in_chunks
+from lightning_svi.analysis.posterior import CHUNK_ELEMENTS, DRAWN_ELEMENTS, Batch, Sites, chunk_size, draw_in_chunks
 
 PARTICLE_PLATE = "num_particles_vectorized"  # the plate Pyro's ELBO vectorizes particles along
 NUM_PARTICLES = 1000
 MAX_CHUNK = 1000  # particles in one vectorized pass, at most
 SEQUENTIAL_PARTICLES = 200  # particles when the model does not vectorize: one model run each
+MIN_PARTICLES = 100  # particles however large the model (k-hat needs a tail of its largest weights)
 KHAT_GOOD, KHAT_USABLE = 0.5, 0.7
 
 
@@ -189,6 +190,12 @@ def _check_density(guide: Callable, data: Batch) -> str | None:
     return None
 
 
+def affordable_particles(sites: Sites, num_particles: int = NUM_PARTICLES, drawn_elements: int = DRAWN_ELEMENTS) -> int:
+    """``num_particles``, or fewer (at least ``MIN_PARTICLES``) where their draws would hold more than
+    ``drawn_elements`` numbers: a bound on the time (a VAE over all its images costs a model run per draw)."""
+    return min(num_particles, max(MIN_PARTICLES, drawn_elements // sites.elements_per_draw))
+
+
 def importance_log_weights(
     model: Callable,
     guide: Callable,
@@ -234,7 +241,12 @@ def importance_estimate(
     num_particles: int = NUM_PARTICLES,
     max_chunk: int = MAX_CHUNK,
 ) -> ImportanceEstimate:
-    """The importance-weighted evidence, k̂ and ESS of ``guide`` for ``model`` on ``data``; raises ``NotADensity``
-    for a guide of point masses."""
-    note = _check_density(guide, data)
-    return ImportanceEstimate(importance_log_weights(model, guide, data, num_particles, max_chunk), note)
+    """The importance-weighted evidence, k̂ and ESS of ``guide`` for ``model`` on ``data``, with at most
+    ``num_particles`` draws (``affordable_particles``); raises ``NotADensity`` for a guide of point masses."""
+    notes = [_check_density(guide, data)]
+    sites = Sites.of(model, guide, data)
+    affordable = affordable_particles(sites, num_particles)
+    if affordable < num_particles:
+        notes.append(f"{affordable} of the {num_particles} particles asked for, to bound the work on a large model")
+    log_weights = importance_log_weights(model, guide, data, affordable, max_chunk, sites=sites)
+    return ImportanceEstimate(log_weights, "; ".join(note for note in notes if note) or None)
