@@ -70,8 +70,8 @@ def test_a_run_writes_posterior_nc_that_arviz_summarises(az, train_in_process, t
 
 
 def test_without_arviz_the_run_says_posterior_nc_was_skipped(train_in_process, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("lightning_svi.logging.diagnostics.arviz_available", lambda: False)
-    with pytest.warns(UserWarning, match=r"posterior.nc skipped: ArviZ is not installed"):
+    monkeypatch.setattr("lightning_svi.logging.diagnostics.netcdf_available", lambda: False)
+    with pytest.warns(UserWarning, match=r"posterior.nc skipped: ArviZ's file needs xarray and h5netcdf"):
         summary = train_in_process("trainer.max_steps=20", "tensorboard.image_every_n_steps=null")
     assert summary["status"] == "completed"
     assert not (tmp_path / "run" / "posterior.nc").exists()

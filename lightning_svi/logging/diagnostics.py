@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from lightning_svi.analysis.arviz_export import arviz_available, write_posterior_netcdf
+from lightning_svi.analysis.arviz_export import netcdf_available, write_posterior_netcdf
 from lightning_svi.analysis.importance import ImportanceEstimate, NotADensity, importance_estimate
 from lightning_svi.analysis.reference import nuts_reference, reference_figure
 from lightning_svi.core.rng import untouched_rng
@@ -151,8 +151,10 @@ class GuideDiagnostics(pl.Callback):
             return {"method": "nuts", "error": one_line(error)}
 
     def write_posterior(self, pl_module: pl.LightningModule, data: Batch) -> None:
-        if not arviz_available():
-            rank_zero_warn(f"{self.path.name} skipped: ArviZ is not installed (pip install -e .[arviz])")
+        if not netcdf_available():
+            rank_zero_warn(
+                f"{self.path.name} skipped: ArviZ's file needs xarray and h5netcdf (pip install -e .[arviz])"
+            )
             return
         try:
             with untouched_rng(pl_module.device):
