@@ -344,3 +344,21 @@ def test_the_vae_gets_iw_evidence_gap_and_khat(train_in_process, tmp_path: Path)
     assert math.isfinite(final["iw_log_evidence"]) and math.isfinite(final["iw_gap"])
     assert diagnostics["psis_khat"] is not None and diagnostics["num_particles"] >= 100
     assert "evidence/iw_log_evidence" in read_scalars(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("diagnostics.reference=hmc", "diagnostics.reference='hmc': unknown; allowed values are nuts."),
+        ("diagnostics.num_particles=1", "diagnostics.num_particles=1: must be an integer >= 2."),
+        ("diagnostics.every_n_steps=0", "diagnostics.every_n_steps=0: must be an integer >= 1 or null."),
+    ],
+)
+def test_diagnostics_options_are_checked_before_training(override: str, message: str) -> None:
+    from lightning_svi.config.checks import check_config
+    from lightning_svi.errors import ConfigError
+    from tests.conftest import compose_config
+
+    with pytest.raises(ConfigError) as raised:
+        check_config(compose_config(override))
+    assert str(raised.value) == message
