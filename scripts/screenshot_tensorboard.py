@@ -1,7 +1,8 @@
-"""Take the README's screenshot of TensorBoard: the custom-scalars page of the default run.
+"""Take the README's screenshot of TensorBoard: the custom-scalars page of three runs of the default
+model, one per guide (full, empty, normal), so that each chart shows which line is which.
 
-    python scripts/screenshot_tensorboard.py               # trains the default run first (~1 min)
-    python scripts/screenshot_tensorboard.py RUN_DIR       # a finished run folder instead
+    python scripts/screenshot_tensorboard.py               # trains the three runs first (~3 min)
+    python scripts/screenshot_tensorboard.py LOGDIR        # finished runs under LOGDIR instead
     python scripts/screenshot_tensorboard.py --out docs/tensorboard.png --size 1400,1900
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``); not part of the test suite.
@@ -32,10 +33,16 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def train_default_run(run_dir: Path) -> None:
-    """``python train.py`` with the default config, into ``run_dir``."""
-    command = [sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run_dir}", "progress_bar_refresh_rate=0"]
-    subprocess.run(command, check=True, cwd=REPO)
+GUIDES = ("full", "empty", "normal")
+
+
+def train_runs(logdir: Path, guides: tuple[str, ...] = GUIDES) -> None:
+    """``python train.py guide=GUIDE`` (the default model, 2,000 steps) for each guide, into
+    ``logdir/beta_binomial-GUIDE``: TensorBoard names each run by its folder."""
+    for guide in guides:
+        run_dir = logdir / f"beta_binomial-{guide}"
+        command = [sys.executable, str(REPO / "train.py"), f"guide={guide}", f"hydra.run.dir={run_dir}"]
+        subprocess.run([*command, "progress_bar_refresh_rate=0"], check=True, cwd=REPO)
 
 
 def screenshot(url: str, out: Path, size: str, wait_ms: int) -> None:
@@ -59,17 +66,17 @@ def screenshot(url: str, out: Path, size: str, wait_ms: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", nargs="?", type=Path, help="a finished run folder (default: train one)")
+    parser.add_argument("logdir", nargs="?", type=Path, help="a folder of finished runs (default: train three)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "tensorboard.png")
     parser.add_argument("--size", default="1400,1900", help="window width,height in pixels")
     parser.add_argument("--wait-ms", type=int, default=20000, help="virtual time for the page to draw its charts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        run_dir = args.run_dir
-        if run_dir is None:
-            run_dir = Path(scratch) / "beta_binomial-full"
-            train_default_run(run_dir)
-        with tensorboard_server(run_dir) as url:
+        logdir = args.logdir
+        if logdir is None:
+            logdir = Path(scratch)
+            train_runs(logdir)
+        with tensorboard_server(logdir) as url:
             screenshot(f"{url}/#custom_scalars", args.out, args.size, args.wait_ms)
     print(f"wrote {args.out}")
 
