@@ -69,6 +69,14 @@ def _target_tail(node: Any) -> str:
     return str(target).rsplit(".", 1)[-1] if target else "?"
 
 
+def _named(choices: dict[str, str], group: str, node: Any) -> str:
+    """The group's option as typed (``guide=normal``); a custom program by its ``_target_``."""
+    choice = choices.get(group)
+    if choice in (None, "custom"):
+        return str(node.get("_target_", choice)) if node is not None else str(choice)
+    return choice
+
+
 def start_line(cfg: DictConfig, choices: dict[str, str], num_rows: int | None, run_dir: Path) -> str:
     """The first console line: model, guide, estimator, data, device, steps and run folder, from the
     config alone (printed before torch, Pyro and Lightning are imported)."""
@@ -80,8 +88,8 @@ def start_line(cfg: DictConfig, choices: dict[str, str], num_rows: int | None, r
     else:
         data = "the model's embedded data"
     parts = [
-        f"model={choices.get('model', _target_tail(cfg.model))}",
-        f"guide={choices.get('guide', _target_tail(cfg.guide))}",
+        f"model={_named(choices, 'model', cfg.model)}",
+        f"guide={_named(choices, 'guide', cfg.guide)}",
         _target_tail(cfg.elbo),
         data,
         _device(cfg.trainer),
