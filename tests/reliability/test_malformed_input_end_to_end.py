@@ -4,7 +4,7 @@ little CPU time, and no run folder left behind.
 
 Each case runs once (``refusal``) and is checked by two tests: what the process said and did, and the
 folders it left. Cases refused on the command line never reach Hydra, which creates the run folder;
-the others are refused by ``lightning_svi.cli`` inside the folder Hydra made.
+the others are refused by ``lightning_svi.cli``, which removes the folder Hydra made for them.
 """
 
 from __future__ import annotations
@@ -182,25 +182,7 @@ def test_refused_in_one_line_before_torch(name: str, tmp_path_factory: pytest.Te
     assert result.cpu_seconds < MAX_CPU_SECONDS, result.cpu_seconds
 
 
-# Strict: once lightning_svi.cli removes the folder of a refused run (another change of issue 19), these
-# pass, fail as XPASS, and the mark is to be removed.
-NOT_YET_REMOVED = pytest.mark.xfail(
-    reason="Hydra creates the run folder before lightning_svi.cli refuses the input, and cli.py does not yet "
-    "remove it for exit-2 runs",
-    strict=True,
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            case.name,
-            marks=[] if case.on_command_line else [NOT_YET_REMOVED],
-        )
-        for case in CASES
-    ],
-)
+@pytest.mark.parametrize("name", CASES_BY_NAME)
 def test_no_run_folder_is_left_behind(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     folder, result = refusal(name, tmp_path_factory)
     assert result.status == 2
