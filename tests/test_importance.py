@@ -342,8 +342,14 @@ def test_the_vae_gets_iw_evidence_gap_and_khat(train_in_process, tmp_path: Path)
     summary = train_in_process("experiment=vae", "trainer.max_steps=50", "tensorboard.image_every_n_steps=null")
     final, diagnostics = summary["final"], summary["diagnostics"]
     assert math.isfinite(final["iw_log_evidence"]) and math.isfinite(final["iw_gap"])
-    assert diagnostics["psis_khat"] is not None and diagnostics["num_particles"] >= 100
-    assert "evidence/iw_log_evidence" in read_scalars(tmp_path / "run")
+    assert diagnostics["num_particles"] >= 100
+    # One weight over all 2,000 images at once: after 50 steps one draw carries nearly all of it.
+    assert diagnostics["reading"] == "guide misses posterior mass"
+    assert diagnostics["psis_khat"] is None or diagnostics["psis_khat"] > 0.7
+    if diagnostics["psis_khat"] is None:
+        assert "psis_khat is infinite" in diagnostics["note"]
+    scalars = read_scalars(tmp_path / "run")
+    assert {"evidence/iw_log_evidence", "evidence/iw_gap", "diagnostics/psis_khat"} <= set(scalars)
 
 
 @pytest.mark.parametrize(

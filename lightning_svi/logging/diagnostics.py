@@ -10,6 +10,7 @@ before it on disk. None of it ever fails a run: what cannot be computed says why
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,13 @@ class GuideDiagnostics(pl.Callback):
                 "elbo": estimate.elbo,
                 "seconds": time.perf_counter() - started,
             }
-            if estimate.note:
-                diagnostics["note"] = estimate.note
+            notes = [estimate.note] if estimate.note else []
+            if not math.isfinite(estimate.khat):  # JSON has no infinity: psis_khat is null, the note says why
+                notes.append(
+                    "psis_khat is infinite: fewer than 10 weights in the tail, one draw carries nearly all the weight"
+                )
+            if notes:
+                diagnostics["note"] = "; ".join(notes)
         self.run_summary.extend(trainer, final=final, diagnostics=diagnostics)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
