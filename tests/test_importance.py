@@ -368,3 +368,25 @@ def test_diagnostics_options_are_checked_before_training(override: str, message:
     with pytest.raises(ConfigError) as raised:
         check_config(compose_config(override))
     assert str(raised.value) == message
+
+
+def test_the_guide_diagnostics_script_prints_one_row_per_run(tmp_path: Path, capsys) -> None:
+    import json
+
+    from scripts.guide_diagnostics import main
+
+    good = {
+        "final": {"elbo": -172.8, "log_evidence": -172.33, "iw_log_evidence": -172.27, "iw_log_evidence_se": 0.04},
+        "diagnostics": {"psis_khat": 0.27, "reading": "good", "ess": 429.0},
+    }
+    skipped = {"final": {"elbo": -10.0, "iw_log_evidence": None}, "diagnostics": {"skipped": "a point mass"}}
+    for name, summary in (("a", good), ("b", skipped)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    main([str(tmp_path)])
+    header, _, first, second = capsys.readouterr().out.splitlines()
+    assert header.split(" | ")[3].strip() == "IW log p(x)"
+    assert [cell.strip() for cell in first.split(" | ")][:9] == [
+        "a", "-172.80", "-172.33", "-172.27 ± 0.04", "—", "—", "0.27", "good", "429",
+    ]  # fmt: skip
+    assert "a point mass" in second
