@@ -178,3 +178,22 @@ def test_resume_true_continues_in_the_same_folder_and_the_same_tensorboard_run(t
     assert [path.name for path in run_dir.iterdir() if path.name.startswith("tensorboard")] == ["tensorboard"]
     assert [step for step, _ in read_scalars(run_dir)["train/loss"]] == [1, *range(5, 61, 5)]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 60
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_get_folders_of_their_own_and_ckpt_path_continues_in_place(tmp_path: Path) -> None:
+    """``for s in 0 1; do python train.py & done`` with the same overrides: the same second, two folders."""
+    command = [sys.executable, str(REPO / "train.py"), "progress_bar_refresh_rate=0", "trainer.max_steps=5"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LIGHTNING_SVI_LAUNCH")}
+    processes = [subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in "01"]
+    for process in processes:
+        assert process.wait(timeout=300) == 0, process.stderr.read()[-3000:]
+    folders = sorted(path.parent for path in (tmp_path / "outputs").rglob("summary.json"))
+    assert len(folders) == 2 and all(read_summary(folder)["steps"] == 5 for folder in folders)
+
+    checkpoint = folders[0] / "checkpoints" / "last.ckpt"
+    # Quoted: the folder's name holds the overrides (a=b,c=d), which Hydra's grammar reads as more overrides.
+    result = run_train_py(f"ckpt_path='{checkpoint}'", "trainer.max_steps=10", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(path.parent for path in (tmp_path / "outputs").rglob("summary.json")) == folders
+    assert read_summary(folders[0])["steps"] == 10 and read_summary(folders[1])["steps"] == 5
