@@ -33,8 +33,9 @@ _size = partial(require_int, minimum=1)
 _trial_count = partial(require_int, minimum=0, maximum=LARGEST_COUNT)  # counts the models' float32 holds exactly
 # Between options: called with the options given under a key prefix; raises ConfigError.
 OptionsCheck = Callable[[str, Mapping[str, object]], None]
-# beta_binomial's synthetic groups have from 20 to 100 trials unless data.synthetic says otherwise.
-SYNTHETIC_TRIALS = {"min_trials": 20, "max_trials": 100}
+# Defaults of synthetic_data options that a check between options needs (the models' signatures use them).
+SYNTHETIC_TRIALS = {"min_trials": 20, "max_trials": 100}  # beta_binomial: trials per group
+SYNTHETIC_FLIPS = {"heads": 6, "tails": 4}  # coin: the tutorial's flips
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,27 @@ class ModelSpec:
     synthetic_checks: tuple[OptionsCheck, ...] = ()  # between synthetic_data's options, once each is valid
 
 
+def _given(prefix: str, options: Mapping[str, object], defaults: Mapping[str, int]) -> tuple[dict, str]:
+    """(``defaults`` updated by ``options``, the given ones as ``prefix.name=value`` for a message)."""
+    given = {name: options[name] for name in defaults if name in options}
+    return {**defaults, **given}, " ".join(f"{prefix}.{name}={value}" for name, value in given.items())
+
+
 def _trials_range(prefix: str, options: Mapping[str, object]) -> None:
-    trials = {**SYNTHETIC_TRIALS, **{name: options[name] for name in SYNTHETIC_TRIALS if name in options}}
+    trials, given = _given(prefix, options, SYNTHETIC_TRIALS)
     if trials["min_trials"] > trials["max_trials"]:
-        given = " ".join(f"{prefix}.{name}={options[name]}" for name in SYNTHETIC_TRIALS if name in options)
         raise ConfigError(
             f"{given}: min_trials must be <= max_trials (defaults {SYNTHETIC_TRIALS['min_trials']} and "
             f"{SYNTHETIC_TRIALS['max_trials']}); each group's trials are drawn from min_trials to max_trials."
+        )
+
+
+def _some_flips(prefix: str, options: Mapping[str, object]) -> None:
+    flips, given = _given(prefix, options, SYNTHETIC_FLIPS)
+    if flips["heads"] + flips["tails"] == 0:
+        raise ConfigError(
+            f"{given}: no flips to learn from; heads + tails must be >= 1 "
+            f"(defaults {SYNTHETIC_FLIPS['heads']} and {SYNTHETIC_FLIPS['tails']})."
         )
 
 
@@ -97,6 +112,7 @@ COIN = ModelSpec(
     has_parameters=False,
     options={"prior_heads": require_positive, "prior_tails": require_positive},
     synthetic={"heads": _count, "tails": _count},
+    synthetic_checks=(_some_flips,),
 )
 
 GAUSSIAN_MIXTURE = ModelSpec(

@@ -34,7 +34,9 @@ class Coin(SVIModel):
         self.prior_tails = float(prior_tails)
 
     @classmethod
-    def synthetic_data(cls, seed: int, heads: int = 6, tails: int = 4) -> Batch:
+    def synthetic_data(
+        cls, seed: int, heads: int = specs.SYNTHETIC_FLIPS["heads"], tails: int = specs.SYNTHETIC_FLIPS["tails"]
+    ) -> Batch:
         """The tutorial's flips: ``heads`` ones then ``tails`` zeros (``seed`` is not needed)."""
         return {"flip": torch.cat([torch.ones(heads), torch.zeros(tails)])}
 

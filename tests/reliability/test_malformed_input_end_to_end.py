@@ -80,6 +80,11 @@ CASES = [
         ("data.synthetic.max_trials=5", "min_trials must be <= max_trials (defaults 20 and 100)"),
     ),
     Case(
+        "coin_without_flips",
+        ("model=coin", "data.synthetic={heads:0,tails:0}"),
+        ("data.synthetic.heads=0 data.synthetic.tails=0", "heads + tails must be >= 1"),
+    ),
+    Case(
         "override_grammar",
         ("optim.lr=[1,",),
         ("optim.lr=[1,", "not an override Hydra can parse", "key=value"),
