@@ -145,6 +145,17 @@ def test_a_point_mass_guide_has_no_importance_weights() -> None:
         importance_estimate(model, guide_of_kind("delta", model), data, num_particles=100)
 
 
+def test_a_guide_that_enumerates_has_no_importance_weights() -> None:
+    def model(batch):
+        pyro.sample("switch", dist.Bernoulli(0.5))
+
+    def guide(batch):
+        pyro.sample("switch", dist.Bernoulli(0.3), infer={"enumerate": "parallel"})
+
+    with pytest.raises(NotADensity, match="the guide enumerates switch"):
+        importance_estimate(model, guide, {"x": torch.zeros(1)}, num_particles=100)
+
+
 def test_a_model_that_does_not_broadcast_over_draws_is_weighed_one_draw_at_a_time() -> None:
     def model(batch):
         weight = pyro.sample("weight", dist.Normal(torch.zeros(2), 1.0).to_event(1))

@@ -171,12 +171,18 @@ def trace_log_weights(model_trace: Trace, guide_trace: Trace, particles: int) ->
 
 
 def _check_density(guide: Callable, data: Batch) -> str | None:
-    """Raise ``NotADensity`` for a guide of point masses; a note when the guide samples no latent (prior proposal)."""
+    """Raise ``NotADensity`` for a guide of point masses or one that enumerates; a note when the guide samples no
+    latent (the proposal is the prior)."""
     with torch.no_grad(), poutine.block():
         trace = poutine.trace(guide).get_trace(data)
     sampled = [site for site in trace.nodes.values() if site["type"] == "sample" and not site["is_observed"]]
     latent = [site for site in sampled if not site["infer"].get("is_auxiliary", False)]
     auxiliary = len(sampled) > len(latent)
+    enumerated = [site["name"] for site in latent if site["infer"].get("enumerate")]
+    if enumerated:
+        raise NotADensity(
+            f"the guide enumerates {', '.join(enumerated[:3])}: its draws are not independent samples to weigh"
+        )
     point_masses = [site["name"] for site in latent if isinstance(site["fn"], dist.Delta)]
     if point_masses and not auxiliary:
         raise NotADensity(
