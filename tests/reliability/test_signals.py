@@ -50,14 +50,15 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def test_sigterm_to_rank_1_only_stops_every_rank_within_seconds_with_a_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rank", [1, 0])
+def test_sigterm_to_one_rank_only_stops_every_rank_within_seconds_with_a_checkpoint(tmp_path: Path, rank: int) -> None:
     run_dir = tmp_path / "run"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     ddp = ("trainer.accelerator=cpu", "++trainer.strategy=ddp", "trainer.devices=2")
     with train_py_process(*ddp, *LONG_RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path) as process:
         wait_for_checkpoint(process, checkpoint, 20, timeout=240)
         (rank_1,) = _children(process.pid)
-        os.kill(rank_1, signal.SIGTERM)
+        os.kill(rank_1 if rank == 1 else process.pid, signal.SIGTERM)
         sent_at = time.monotonic()
         output, _ = process.communicate(timeout=120)
         stopped_after = time.monotonic() - sent_at
