@@ -1,9 +1,9 @@
 """Take the README's screenshot of TensorBoard: the custom-scalars page of three runs of the default
 model, one per guide (full, empty, normal), so that each chart shows which line is which.
 
-    python scripts/screenshot_tensorboard.py               # trains the three runs first (~3 min)
-    python scripts/screenshot_tensorboard.py LOGDIR        # finished runs under LOGDIR instead
-    python scripts/screenshot_tensorboard.py --out docs/tensorboard.png --size 1400,1900
+    python -m scripts.screenshot_tensorboard               # trains the three runs first (~3 min)
+    python -m scripts.screenshot_tensorboard LOGDIR        # finished runs under LOGDIR instead
+    python -m scripts.screenshot_tensorboard --out docs/tensorboard.png --size 1400,1900
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``); not part of the test suite.
 """

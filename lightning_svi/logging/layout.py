@@ -14,7 +14,13 @@ from lightning_svi.analysis.type2_mle import type2_maximum_likelihood
 from lightning_svi.core.rng import untouched_rng
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.logging.evidence import log_evidence
-from lightning_svi.logging.step_logger import MAX_ELEMENT_SCALARS, log_scalars, tensor_scalars, tensorboard_writers
+from lightning_svi.logging.step_logger import (
+    MAX_ELEMENT_SCALARS,
+    Metrics,
+    StepLogger,
+    tensor_scalars,
+    tensorboard_writers,
+)
 
 # {category: {chart title: ["Multiline", [tag regexes]] or ["Margin", [value, lower, upper]]}}, as
 # torch's SummaryWriter.add_custom_scalars takes it; categories and charts keep their order.
@@ -114,11 +120,11 @@ def type2_references(pl_module: pl.LightningModule, data: Batch) -> dict[str, fl
     return {**references, f"{REFERENCE}/max_log_evidence": evidence} if references else {}
 
 
-class ScalarLayoutWriter(pl.Callback):
+class ScalarLayoutWriter(StepLogger):
     """Writes the run's custom-scalars layout (``scalar_layout``) once, when training starts: θ and φ
     exist by then (the module creates them in ``setup``), so their names and shapes are known. Where
-    the type-II MLE is known, it is logged as reference lines (``reference/*``) at the first and the
-    last step, for the θ and evidence charts to draw their bands against."""
+    the type-II MLE is known, it is logged as reference lines (``reference/*``) on every logging step:
+    a Margin chart draws its band only where its value, lower and upper tags share their steps."""
 
     def __init__(self, full_data: Batch, max_elements: int = MAX_ELEMENT_SCALARS) -> None:
         self.full_data = full_data
@@ -126,19 +132,17 @@ class ScalarLayoutWriter(pl.Callback):
         self.references: dict[str, float] = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Every rank computes the same references (deterministic L-BFGS), so every rank logs the same tags.
+        data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
+        self.references = type2_references(pl_module, data)
         writers = tensorboard_writers(trainer)
         if writers:
-            data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
-            self.references = type2_references(pl_module, data)
             layout = self.layout(pl_module)
             for writer in writers:
                 writer.add_custom_scalars(layout)
-            if self.references:
-                log_scalars(trainer, self.references, trainer.global_step)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.references:
-            log_scalars(trainer, self.references, trainer.global_step)
+    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> Metrics | None:
+        return dict(self.references) or None
 
     def layout(self, pl_module: pl.LightningModule) -> Layout:
         data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
