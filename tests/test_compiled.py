@@ -55,10 +55,13 @@ def test_a_model_that_branches_on_a_sample_trains_eagerly_and_says_why(train_in_
     model = ["model._target_=tests.branching_model.BranchingModel", "~model.alpha_init", "~model.beta_init",
              "elbo.vectorize_particles=false"]  # fmt: skip
     run = [*model, "guide=normal", "trainer.max_steps=5", "seed=3"]
-    with pytest.warns(UserWarning, match=r"could not be traced into a static graph .*this run trains eagerly"):
+    with pytest.warns(UserWarning, match=r"could not be traced into a static graph: .*this run trains eagerly"):
         fallback = train_in_process(*run, "compile.enabled=true", "compile.backend=fx", run_dir=tmp_path / "fallback")
     assert fallback["status"] == "completed"
-    assert "could not be traced into a static graph" in fallback["compile"]["fallback"]
+    # The reason names the user's line that reads a sampled value.
+    reason = fallback["compile"]["fallback"]
+    assert "forward (" in reason and "branching_model.py:" in reason
+    assert "reads a tensor's value in `scale = 1.0 if loc > 0 else 2.0" in reason
     assert fallback["timing"]["compile_seconds"] is None
     # The failed trace drew nothing from the run's random stream: the same run as one never compiled.
     eager = train_in_process(*run, run_dir=tmp_path / "eager")

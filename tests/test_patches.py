@@ -152,3 +152,52 @@ def test_pyros_nan_warning_goes_through_the_patched_check() -> None:
     with pyro_static_tracing(), warnings.catch_warnings():
         warnings.simplefilter("error")
         pyro.util.warn_if_nan(nan)  # the check a graph cannot make is skipped
+
+
+def test_trace_elbo_still_reads_numbers_through_torch_item_and_the_traced_loss_is_the_same() -> None:
+    """Trace_ELBO's differentiable loss calls ``torch_item`` (a host read a graph cannot make) for a value it
+    drops; under the block it gets the tensor as it is, and the loss and gradients stay the same."""
+    import pyro.infer.trace_elbo
+
+    from lightning_svi.core import patches
+
+    assert pyro.infer.trace_elbo.torch_item is pyro.infer.util.torch_item
+    calls = []
+    with pyro_static_tracing():
+        patched = pyro.infer.trace_elbo.torch_item
+        pyro.infer.trace_elbo.torch_item = lambda value: calls.append(1) or patched(value)
+        try:
+            traced = _coin_trace_elbo_loss_and_gradients()
+        finally:
+            pyro.infer.trace_elbo.torch_item = patched
+    assert patched is patches._tensor_as_is
+    assert calls, "Trace_ELBO no longer reads numbers with torch_item: the patch is dead, remove it"
+    eager = _coin_trace_elbo_loss_and_gradients()
+    torch.testing.assert_close(traced[0], eager[0])
+    torch.testing.assert_close(traced[1], eager[1])
+
+
+def _coin_trace_elbo_loss_and_gradients() -> tuple[torch.Tensor, torch.Tensor]:
+    import pyro.distributions as dist
+
+    pyro.set_rng_seed(0)
+    alpha = torch.tensor(15.0, requires_grad=True)
+
+    def model() -> None:
+        fairness = pyro.sample("fairness", dist.Beta(10.0, 10.0))
+        pyro.sample("flips", dist.Bernoulli(fairness).expand([10]).to_event(1), obs=torch.ones(10))
+
+    def guide() -> None:
+        pyro.sample("fairness", dist.Beta(alpha, 15.0))
+
+    loss = pyro.infer.Trace_ELBO().differentiable_loss(model, guide)
+    return loss.detach(), torch.autograd.grad(loss, alpha)[0]
+
+
+def test_a_distribution_made_with_validation_on_checks_its_samples_except_while_tracing() -> None:
+    normal = torch.distributions.Normal(torch.zeros(3), torch.ones(3), validate_args=True)
+    outside = torch.tensor([0.0, float("nan"), 1.0])  # not in the real line's support
+    with pytest.raises(ValueError, match="support"):
+        normal.log_prob(outside)
+    with pyro_static_tracing():
+        assert normal.log_prob(outside).isnan().any()

@@ -14,10 +14,14 @@ the data module guarantees.
 
 from __future__ import annotations
 
+import sys
 import time
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 import torch._inductor
 from pyro.infer import ELBO
@@ -37,6 +41,28 @@ BACKENDS = ("fx", "inductor")
 
 class CompileError(UserInputError):
     """The model or guide cannot be traced into a static graph."""
+
+
+_LIBRARIES = tuple(str(Path(module.__file__).parent) for module in (torch, pyro, sys.modules["lightning_svi"]))
+
+
+def _why(error: BaseException) -> str:
+    """Why tracing failed, in one line: where the user's code asked for a tensor's value (the usual
+    cause: a branch, loop or assert on data or samples), or else the error itself."""
+    user_frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith(_LIBRARIES) and "/site-packages/" not in frame.filename
+    ]
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if user_frames and "_local_scalar_dense" in message:
+        frame = user_frames[-1]
+        return (
+            f"{frame.name} ({frame.filename}:{frame.lineno}) reads a tensor's value in `{frame.line}`, so what the "
+            "step computes depends on the data or the samples; compiled mode needs the same operations every step"
+        )
+    where = f" in {user_frames[-1].name} ({user_frames[-1].filename}:{user_frames[-1].lineno})" if user_frames else ""
+    return f"{type(error).__name__}{where}: {message}"
 
 
 def _trace(step: Callable[..., Any], inputs: list[torch.Tensor], backend: str) -> torch.fx.GraphModule:
@@ -103,12 +129,7 @@ class CompiledSVIStep:
             self.graph = _inductor(graph, list(inputs)) if backend == "inductor" else graph
             self(example_batch)  # a first call, so that training steps are timed without any warm-up
         except Exception as error:
-            raise CompileError(
-                f"the model and guide could not be traced into a static graph "
-                f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
-                "a model that branches on the values of its data or samples, or changes its sites from step "
-                "to step, cannot be"
-            ) from None
+            raise CompileError(f"the model and guide could not be traced into a static graph: {_why(error)}") from None
         self.compile_seconds = time.perf_counter() - started  # tracing, compiling, first call
 
     def _flat_inputs(self, batch: Batch, update: bool) -> list[torch.Tensor]:

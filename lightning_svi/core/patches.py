@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from unittest import mock
 
 import pyro
+import pyro.infer.trace_elbo
 import pyro.infer.util
 import pyro.util
 import torch
@@ -86,6 +87,17 @@ def _sum_of_products(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x * y).sum()
 
 
+def _tensor_as_is(value: torch.Tensor | float) -> torch.Tensor | float:
+    """``Trace_ELBO`` reads each site's log-density as a Python number (``torch_item``) for a loss value
+    that ``differentiable_loss`` then drops; a graph cannot read a number, and needs none."""
+    return value
+
+
+def _sample_unchecked(distribution: torch.distributions.Distribution, value: torch.Tensor) -> None:
+    """A distribution made while validation was on (a ``PyroSample`` prior built in a module's
+    ``__init__``) checks every sample against its support, a host read a graph cannot make."""
+
+
 @contextmanager
 def pyro_static_tracing() -> Iterator[None]:
     """Skip Pyro's value-dependent checks while tracing: they ask whether torch.jit is tracing
@@ -98,5 +110,7 @@ def pyro_static_tracing() -> Iterator[None]:
         mock.patch.object(pyro.util, "torch_isinf", lambda value: False),
         mock.patch.object(torch.Tensor, "masked_select", _dice_masked_select),
         mock.patch.object(pyro.infer.util, "_fulldot", _sum_of_products),
+        mock.patch.object(pyro.infer.trace_elbo, "torch_item", _tensor_as_is),
+        mock.patch.object(torch.distributions.Distribution, "_validate_sample", _sample_unchecked),
     ):
         yield
