@@ -185,6 +185,18 @@ def test_invalid_utf8_is_reported_at_its_byte_whatever_the_chunks(
         read_table(write(tmp_path, content), SPEC)
 
 
+def test_a_quoted_file_of_many_blocks_reports_the_first_bad_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(table_module, "BLOCK_BYTES", 64)  # the csv module's rows, 4 to a block
+    rows = [f'"{row % 7}",{row % 7 + row % 3}' for row in range(200)]
+    path = write(tmp_path, "successes,trials\n" + "\n".join(rows) + "\n")
+    assert read_table(path, SPEC)["successes"].tolist() == [row % 7 for row in range(200)]
+    rows[150] = '"2",1'
+    with pytest.raises(DataError, match="line 152: successes=2, trials=1 violates"):
+        read_table(write(tmp_path, "successes,trials\n" + "\n".join(rows) + "\n"), SPEC)
+
+
 def test_a_large_file_is_checked_in_seconds(tmp_path: Path) -> None:
     # 20 MB: the row-by-row reader this replaced took about 34 s on it.
     counts = np.random.default_rng(0).integers(0, 1000, size=(200_000, 2))

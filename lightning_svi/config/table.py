@@ -435,9 +435,10 @@ def _python_float(cell: str) -> tuple[float, bool]:
 def _split_quoted(
     text: Text, start: int, first_line: int, positions: list[int], names: tuple[str, ...], where: str
 ) -> Iterator[_Block]:
-    """Blocks of a body with quoted cells, split by the ``csv`` module (a quoted cell may hold a comma
-    or span lines: its row is counted from its first line)."""
-    reader = csv.reader(_lines(text, start, [0]))
+    """Blocks of a body with quoted cells, split by the ``csv`` module (a quoted cell may hold a comma;
+    one that spans lines is refused)."""
+    line_end = [start]
+    reader = csv.reader(_lines(text, start, line_end))
     lines_read = 0
     line_numbers: list[int] = []
     num_cells: list[int] = []
@@ -459,6 +460,8 @@ def _split_quoted(
             if len(line_numbers) * len(names) >= BLOCK_BYTES // 8:
                 yield _text_block(line_numbers, num_cells, cells)
                 line_numbers, num_cells, cells = [], [], {name: [] for name in names}
+                _release(text, start, line_end[0] - start)
+                start = line_end[0]
     except csv.Error as error:
         problem = _csv_module_problem(error, first_line + reader.line_num - 1, where)
     yield _text_block(line_numbers, num_cells, cells)
