@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lightning_svi.models.beta_binomial import BetaBinomial
-from tests.conftest import read_scalars
+from tests.conftest import read_scalars, read_summary
 
 STEPS = ["trainer.max_steps=600", "trainer.log_every_n_steps=20"]
 
@@ -67,3 +67,19 @@ def test_a_model_that_branches_on_a_sample_trains_eagerly_and_says_why(train_in_
     eager = train_in_process(*run, run_dir=tmp_path / "eager")
     assert "compile" not in eager
     assert fallback["theta"] == eager["theta"] and fallback["phi"] == eager["phi"]
+
+
+@pytest.mark.slow
+def test_compiled_ddp_takes_the_steps_of_eager_ddp(tmp_path: Path) -> None:
+    """Two processes, each replaying its own graph, gradients averaged by one all-reduce: with a delta guide
+    and SGD (no random draws, no per-parameter step sizes) the same trajectory as eager DDP, on every rank."""
+    from tests.test_ddp import DETERMINISTIC, rank_states, train_ddp
+
+    eager = rank_states(train_ddp(tmp_path, "eager", *DETERMINISTIC))
+    compiled_dir = train_ddp(tmp_path, "compiled", *DETERMINISTIC, "compile.enabled=true", "compile.backend=fx")
+    compiled = rank_states(compiled_dir)
+    summary = read_summary(compiled_dir)
+    assert summary["world_size"] == 2 and summary["timing"]["compile_seconds"] > 0 and "compile" not in summary
+    for name, value in compiled[0]["state_dict"].items():
+        assert torch.equal(value, compiled[1]["state_dict"][name]), name  # the ranks agree exactly
+        torch.testing.assert_close(value, eager[0]["state_dict"][name], rtol=1e-4, atol=1e-5)

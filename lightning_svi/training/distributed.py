@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import pyro
 import torch
+import torch.distributed
 from pytorch_lightning.strategies import Strategy
 
 from lightning_svi.core.estimators import ComputedLogProbs, LogProbs
@@ -56,3 +57,13 @@ def seed_ranks_apart(global_rank: int, world_size: int) -> None:
     """
     if world_size > 1:
         pyro.set_rng_seed(torch.initial_seed() + global_rank)
+
+
+def average_gradients(gradients: list[torch.Tensor]) -> None:
+    """Average ``gradients`` over all ranks in place, with one all-reduce of a flat buffer: what DDP's
+    reducer does for gradients that reach it through autograd (compiled mode's come from its graph)."""
+    flat = torch.cat([gradient.reshape(-1) for gradient in gradients])
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    for gradient, averaged in zip(gradients, flat.split([gradient.numel() for gradient in gradients]), strict=True):
+        gradient.copy_(averaged.view_as(gradient))

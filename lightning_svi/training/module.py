@@ -23,7 +23,7 @@ from lightning_svi.core.programs.warmup import warm_up
 from lightning_svi.core.rng import untouched_rng
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.logging.step_logger import Metrics, StepLogger, is_logging_step, log_scalars, merged
-from lightning_svi.training.distributed import mean_over_ranks, seed_ranks_apart
+from lightning_svi.training.distributed import average_gradients, mean_over_ranks, seed_ranks_apart
 from lightning_svi.training.observed_steps import resolve_steps_per_batch, steps_this_batch
 from lightning_svi.training.step_engine import CompiledStep, EagerStep, UpdateRoute
 
@@ -125,10 +125,10 @@ class SVIModule(pl.LightningModule):
         self.steps_per_batch = resolve_steps_per_batch(
             self.steps_per_batch_option, self.trainer.world_size, full_batch, compiled=self.compile_backend is not None
         )
-        if self.compile_backend is not None and not self._plain_updates():
+        if self.compile_backend is not None and not self._plain_precision():
             raise CompileError(
-                "compile.enabled=true runs on one process in plain float precision; "
-                "use compile.enabled=false with DDP or a trainer.precision plugin."
+                "compile.enabled=true runs in plain float precision; "
+                "use compile.enabled=false with a trainer.precision plugin."
             )
 
     def on_train_start(self) -> None:
@@ -137,9 +137,12 @@ class SVIModule(pl.LightningModule):
         self.log_after_update = merged([logger.after_update for logger in loggers])
         self.engine = self._step_engine()
 
+    def _plain_precision(self) -> bool:
+        return type(self.trainer.precision_plugin) is Precision
+
     def _plain_updates(self) -> bool:
         """One process and plain float precision: nothing of Lightning's backward or optimizer step is needed."""
-        return self.trainer.world_size == 1 and type(self.trainer.precision_plugin) is Precision
+        return self.trainer.world_size == 1 and self._plain_precision()
 
     def _step_engine(self) -> EagerStep:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
@@ -152,14 +155,22 @@ class SVIModule(pl.LightningModule):
         # Traced here, once the optimizer (and a resumed run's state) exists: the graph may apply its update.
         example = next(iter(self.trainer.datamodule.train_dataloader()))
         example = {name: tensor.to(self.device) for name, tensor in example.items()}
+        distributed = self.trainer.world_size > 1
+        # Under DDP the gradients are averaged between the graph and the update: the update stays out of the graph.
+        in_graph_optimizer = None if distributed else optimizer.optimizer
         try:
             with untouched_rng(self.device):  # a failed trace leaves the eager run's draws as they were
-                compiled = CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend, optimizer.optimizer)
+                compiled = CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend, in_graph_optimizer)
         except CompileError as error:
             self.compile_fallback = str(error)
             rank_zero_warn(f"compile.enabled=true: {error}; this run trains eagerly (summary.json: compile.fallback).")
             return EagerStep(self.svi, self.estimator, route)
-        return CompiledStep(compiled, route)
+        if not distributed:
+            return CompiledStep(compiled, route)
+        # The graph's gradients never pass through DDP's autograd hooks: DDP is told not to wait for
+        # them (as inside its no_sync()), and one all-reduce of a flat buffer averages them instead.
+        self.trainer.strategy.model.require_backward_grad_sync = False
+        return CompiledStep(compiled, route, average_gradients)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """The SVI steps on ``batch`` up to the next one that a Lightning callback observes (a

@@ -94,12 +94,21 @@ class CompiledStep(EagerStep):
     """The step's loss, gradients and log-probs from one traced graph (``compile.compiled_step``);
     with torch's fused Adam, a step nobody reads is the graph alone, update included."""
 
-    def __init__(self, compiled: CompiledSVIStep, route: UpdateRoute) -> None:
+    def __init__(
+        self,
+        compiled: CompiledSVIStep,
+        route: UpdateRoute,
+        average_gradients: Callable[[list[torch.Tensor]], None] | None = None,
+    ) -> None:
         self.compiled, self.route = compiled, route
+        self.average_gradients = average_gradients  # under DDP: each rank's graph, then one all-reduce
         self.compile_seconds = compiled.compile_seconds
 
     def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
-        return self.compiled(batch)
+        loss, traces = self.compiled(batch)
+        if self.average_gradients is not None:
+            self.average_gradients([parameter.grad for parameter in self.compiled.parameters])
+        return loss, traces
 
     def step(self, batch: Batch) -> torch.Tensor | None:
         if self.compiled.optimizer is None:
