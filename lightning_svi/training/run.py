@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pyro.infer.util import is_validation_enabled
+from pytorch_lightning.accelerators import AcceleratorRegistry
 from pytorch_lightning.callbacks import Checkpoint, EarlyStopping, ProgressBar
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -200,6 +201,21 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
+def check_accelerator(trainer: DictConfig) -> None:
+    """``trainer.accelerator`` names a device this machine has; Lightning's own refusal names neither the key
+    nor what would run here (``MisconfigurationException: No supported gpu backend found!``)."""
+    name = trainer.get("accelerator")
+    if not isinstance(name, str) or name in ("auto", "cpu"):
+        return
+    kinds = ("cuda", "mps") if name == "gpu" else (name,)
+    registered = AcceleratorRegistry.available_accelerators()
+    if not any(kind in registered and AcceleratorRegistry[kind]["accelerator"].is_available() for kind in kinds):
+        raise ConfigError(
+            f"trainer.accelerator={name}: this machine has no {name} that torch can use; "
+            "train here with trainer=cpu (trainer=ddp_cpu for several processes), or trainer.accelerator=auto."
+        )
+
+
 def train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """Fit ``cfg`` and write TensorBoard events, checkpoints and ``summary.json`` under ``run_dir``.
 
@@ -224,6 +240,7 @@ def _train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None)
     callbacks = build_callbacks(cfg, run_dir, model_name, full_data)
     run_summary = next(callback for callback in callbacks if isinstance(callback, RunSummary))
     try:
+        check_accelerator(cfg.trainer)
         trainer: pl.Trainer = instantiated(
             cfg.trainer,
             "trainer",

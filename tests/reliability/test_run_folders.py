@@ -121,12 +121,30 @@ def test_trainer_keys_listed_for_the_pre_torch_check_are_the_trainers_arguments(
 
 
 @pytest.mark.slow
-def test_a_trainer_that_cannot_be_built_here_exits_2_with_a_failed_summary(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "trainer=gpu",
+            "trainer.accelerator=gpu: this machine has no gpu that torch can use; train here with trainer=cpu",
+        ),
+        (
+            "+trainer.precision=abc",
+            "trainer.precision='abc': refused by pytorch_lightning.Trainer (ValueError: Precision",
+        ),
+    ],
+    ids=["no-gpu", "bad-precision"],
+)
+def test_a_trainer_that_cannot_be_built_here_exits_2_with_a_failed_summary(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    if override == "trainer=gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     run_dir = tmp_path / "run"
-    result = run_train_py("trainer=gpu", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_train_py(override, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("lightning-svi: error:")]
-    assert len(errors) == 1 and "trainer" in errors[0] and "gpu" in errors[0].lower(), result.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith(f"lightning-svi: error: {message}"), result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     summary = read_summary(run_dir)
     assert summary["status"] == "failed" and summary["error"] == errors[0].removeprefix("lightning-svi: error: ")
