@@ -67,7 +67,8 @@ def test_reads_columns_in_any_order_and_ignores_extra_columns(tmp_path: Path) ->
             "'16777217' is not allowed; expected columns successes, trials "
             "(non-negative integers up to 16777216 = 2**24, the models' float32 holds them exactly)",
         ),
-        ('successes,trials\n1,"' + "9" * 200_000 + '"\n', "line 2: a cell longer than 131072 characters"),
+        ('n,successes,trials\n"a,b",1,"' + "9" * 200_000 + '"\n', "line 2: a cell longer than 131072 characters"),
+        ('successes,trials\n1,"' + "9" * 200_000 + '"\n', "line 2, column trials: '999999999"),
         (
             "successes,trials\n1," + "9" * 200_000 + "\n",
             "'9999999999999999999999999999999999999999'... (200000 characters)",
@@ -316,6 +317,38 @@ def test_reads_and_refuses_exactly_like_the_row_by_row_reader(header: str, rows:
                 outcomes.append(reader(path, SPEC))
             except DataError as error:
                 outcomes.append(str(error))
+    assert outcomes[0] == outcomes[1]
+
+
+QUOTED_CELLS = st.one_of(
+    st.sampled_from(['"5"', '""', '"1,2"', '"a""b"', ' "3"', '"3" ', '"3"x', 'x"3"', '"', "7", "", '"\n"', '"1', '2"']),
+    st.text(alphabet='0123" ,\n', max_size=5),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.lists(QUOTED_CELLS, max_size=3), max_size=8),
+    header=st.sampled_from(["successes,trials", '"successes","trials"', "x,successes,trials"]),
+    block_bytes=st.sampled_from([8, 24, table_module.BLOCK_BYTES]),
+)
+def test_quoted_cells_read_vectorized_or_by_the_csv_module_as_the_row_by_row_reader(
+    rows: list[list[str]], header: str, block_bytes: int
+) -> None:
+    # Cells quoted whole are read vectorized; from the first block with other quoting on, by the csv module.
+    default_block_bytes, table_module.BLOCK_BYTES = table_module.BLOCK_BYTES, block_bytes
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "counts.csv"
+            path.write_text("\n".join([header, *(",".join(row) for row in rows)]), newline="")
+            outcomes = []
+            for reader in (read_table, reference_read_table):
+                try:
+                    outcomes.append(reader(path, SPEC))
+                except DataError as error:
+                    outcomes.append(str(error))
+    finally:
+        table_module.BLOCK_BYTES = default_block_bytes
     assert outcomes[0] == outcomes[1]
 
 

@@ -8,8 +8,8 @@ at a peak of 1.0 GB for the whole process (``pytest -s -m slow tests/reliability
 prints both), where the file read whole and float64 columns took 2.4 GB.
 Numeric cells are parsed column by column in blocks of lines; only the rare cell the vectorized parsers
 cannot read (``1_000``, ``1e5``, non-ASCII digits, a long cell) is passed to Python's ``float`` on its own,
-and a file whose data lines quote cells (``"3"``) is split by the ``csv`` module, whose quoting rules it
-keeps.
+and cells quoted whole (``"3"``) are read there too; a file with other quoting (a quoted comma, ``""``)
+is split by the ``csv`` module from its first block that has it, whose quoting rules it keeps.
 
 Lines end at ``\\n``, ``\\r\\n`` or ``\\r``; they are counted in the file, blank lines included, so an
 error on line 7 says line 7. A line whose cells are all blank is skipped, as is a header's ``BOM``.
@@ -50,7 +50,7 @@ FAST_CELL_BYTES = 24
 # What ``str.strip`` removes from an ASCII cell (``\\n`` and ``\\r`` end lines before cells are cut).
 _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[[9, 11, 12, 28, 29, 30, 31, 32]] = True
-_COMMA, _NEWLINE, _DOT, _PLUS, _MINUS, _ZERO = (ord(char) for char in ",\n.+-0")
+_COMMA, _NEWLINE, _DOT, _PLUS, _MINUS, _ZERO, _QUOTE, _SPACE = (ord(char) for char in ',\n.+-0" ')
 # Bytes that make a cell non-blank: all but whitespace and the separators.
 _CONTENT = ~_WHITESPACE
 _CONTENT[[_COMMA, _NEWLINE]] = False
@@ -134,7 +134,7 @@ def read_table(path: str | Path, spec: TableSpec) -> Table:
     path = data_path(path)
     where = f"data.path={path}"
     require_file(path, spec.describe())
-    text, num_newlines, last_quote = _open_text(path, where)
+    text, num_newlines = _open_text(path, where)
     first_line, header, body_start = _find_header(text, len(_BOM) if text[: len(_BOM)] == _BOM else 0, where)
     if header is None:
         raise DataError(f"{where}: the file is empty. Expected a header line with {spec.describe()}.")
@@ -151,13 +151,12 @@ def read_table(path: str | Path, spec: TableSpec) -> Table:
             "each column needs a name of its own."
         )
     positions = [header.index(name) for name in spec.columns]
-    split = _split_quoted if last_quote >= body_start else _split_plain
     # Filled in place, a block at a time: room for every line, of which the header and blank ones stay unused.
     num_lines = max(num_newlines - (first_line - 1) + 1, 1)  # the lines before first_line end in a newline
     dtype = np.float32 if spec.integer else np.float64
     columns = {name: np.empty(num_lines, dtype=dtype) for name in spec.columns}
     num_rows = 0
-    for block in split(text, body_start, first_line, positions, spec.columns, where):
+    for block in _split_plain(text, body_start, first_line, positions, spec.columns, where):
         for name, values in _check_block(block, spec, len(header), where).items():
             columns[name][num_rows : num_rows + len(values)] = values
         num_rows += len(block.line_numbers)
@@ -166,17 +165,17 @@ def read_table(path: str | Path, spec: TableSpec) -> Table:
     return Table({name: column[:num_rows] for name, column in columns.items()})
 
 
-def _open_text(path: Path, where: str) -> tuple[Text, int, int]:
-    """(the file's bytes, its number of ``\\n``, the offset of its last ``"`` or -1) once they are known to
-    be UTF-8 text without NUL bytes, with ``\\n`` line ends. The bytes are mapped, and scanned a block
-    at a time, each let go after; a file with ``\\r`` line ends is read and rewritten."""
+def _open_text(path: Path, where: str) -> tuple[Text, int]:
+    """(the file's bytes, its number of ``\\n``) once they are known to be UTF-8 text without NUL bytes,
+    with ``\\n`` line ends. The bytes are mapped, and scanned a block at a time, each let go after; a file
+    with ``\\r`` line ends is read and rewritten."""
     try:
         with path.open("rb") as file:
             text = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(file.fileno()).st_size else b""
     except OSError as error:
         raise DataError(f"{where}: cannot be read ({error.strerror}).") from None
     decoder = codecs.getincrementaldecoder("utf-8")()
-    num_newlines, last_quote, has_return = 0, -1, False
+    num_newlines, has_return = 0, False
     for start in range(0, len(text), SCAN_BYTES):
         chunk = text[start : start + SCAN_BYTES]
         _release(text, start, len(chunk))
@@ -191,12 +190,10 @@ def _open_text(path: Path, where: str) -> tuple[Text, int, int]:
             raise DataError(f"{where}: contains NUL bytes; it is not a CSV text file.")
         has_return = has_return or b"\r" in chunk
         num_newlines += chunk.count(b"\n")
-        quote = chunk.rfind(b'"')
-        last_quote = start + quote if quote >= 0 else last_quote
     if has_return:
         text = bytes(text).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        return text, text.count(b"\n"), text.rfind(b'"')
-    return text, num_newlines, last_quote
+        return text, text.count(b"\n")
+    return text, num_newlines
 
 
 def _release(text: Text, start: int, length: int) -> None:
@@ -272,7 +269,10 @@ class _Block:
 def _split_plain(
     text: Text, start: int, first_line: int, positions: list[int], names: tuple[str, ...], where: str
 ) -> Iterator[_Block]:
-    """Blocks of a body without quotes, where a cell is what lies between two commas."""
+    """Blocks of a body where a cell is what lies between two commas, once a quoted cell (``"3"``) is
+    known to hold neither a comma, a line end nor a quote: such quotes are read as spaces, which is what
+    the ``csv`` module makes of them once cells are stripped. From the first block with other quoting
+    on, the ``csv`` module splits the rest of the file (its state at the start of a line is fresh)."""
     data = np.frombuffer(text, dtype=np.uint8)
     while start < len(data):
         block_start, stop = start, len(data)
@@ -280,7 +280,10 @@ def _split_plain(
             # The block ends after a line's newline: at the last one before the limit, else the first after it.
             stop = (text.rfind(b"\n", start, start + BLOCK_BYTES) + 1) or (text.find(b"\n", start + BLOCK_BYTES) + 1)
             stop = stop or len(data)
-        chunk = data[start:stop]
+        chunk = _without_simple_quotes(data[start:stop])
+        if chunk is None:
+            yield from _split_quoted(text, start, first_line, positions, names, where)
+            return
         ends = np.flatnonzero(chunk == _NEWLINE)
         if len(ends) == 0 or ends[-1] != len(chunk) - 1:
             ends = np.append(ends, len(chunk))
@@ -316,6 +319,31 @@ def _split_plain(
             cell_text,
         )
         _release(text, block_start, stop - block_start)
+
+
+def _without_simple_quotes(chunk: np.ndarray) -> np.ndarray | None:
+    """``chunk`` (whole lines) with the quotes of cells quoted whole (``,"3",``, with no comma, line end or
+    quote inside) made spaces; None where any quote is not such a cell's."""
+    is_quote = chunk == _QUOTE
+    if not is_quote.any():
+        return chunk
+    quotes = np.flatnonzero(is_quote)
+    if len(quotes) % 2:
+        return None
+    opening, closing = quotes[0::2], quotes[1::2]
+    separators = np.cumsum((chunk == _COMMA) | (chunk == _NEWLINE))
+    before = chunk[np.maximum(opening - 1, 0)]
+    after = chunk[np.minimum(closing + 1, len(chunk) - 1)]
+    whole_cells = (
+        (separators[opening] == separators[closing])  # nothing between a pair's quotes ends a cell or a line
+        & ((opening == 0) | (before == _COMMA) | (before == _NEWLINE))
+        & ((closing == len(chunk) - 1) | (after == _COMMA) | (after == _NEWLINE))
+    )
+    if not whole_cells.all():
+        return None
+    unquoted = chunk.copy()
+    unquoted[quotes] = _SPACE
+    return unquoted
 
 
 def _take(array: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -39,6 +39,12 @@ CASES = [
         "csv_field_over_131072_characters",
         (f"data.path={{tmp}}/{COUNTS}",),
         (WHERE, "line 3: a cell longer than 131072 characters", "each cell holds one number"),
+        {COUNTS: b'note,successes,trials\n"a,b",1,2\n"x","' + b"9" * 140_000 + b'",3\n'},
+    ),
+    Case(
+        "long_cell_quoted_whole",
+        (f"data.path={{tmp}}/{COUNTS}",),
+        (WHERE, "line 3, column successes: '9999", "... (140000 characters) is not allowed", ALLOWED_COUNTS),
         {COUNTS: b'successes,trials\n1,2\n"' + b"9" * 140_000 + b'",3\n'},
     ),
     Case(
