@@ -46,9 +46,8 @@ class LastCheckpoint(ModelCheckpoint):
             remove_stale_temporaries(Path(self.dirpath))  # left by a process killed while writing
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # A run resumed into another folder writes its own last.ckpt there; keeping nothing but the one
-        # file, there is no best-k bookkeeping to carry over (Lightning would warn that it cannot).
-        super().load_state_dict({**state_dict, "dirpath": self.dirpath})
+        """Nothing to restore: with one file of one name there is no best-k bookkeeping to carry over, and a
+        run resumed into another folder must not take the old folder's paths (Lightning warns that it cannot)."""
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int

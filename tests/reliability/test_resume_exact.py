@@ -97,3 +97,9 @@ def test_resume_with_another_optimizer_is_refused_naming_both(adam_run: Path, tm
     with pytest.raises(CheckpointError, match=expected):
         _train(tmp_path / "run", "optim=sgd", "trainer.max_steps=10", f"ckpt_path={checkpoint}")
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_run_between_two_periodic_checkpoints_writes_one_final_checkpoint(adam_run: Path) -> None:
+    """5 steps, a checkpoint every 500: last.ckpt holds step 5, and there is no last-v1.ckpt beside it."""
+    assert [path.name for path in (adam_run / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert _final_state(adam_run)["global_step"] == 5
