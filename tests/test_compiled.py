@@ -69,6 +69,19 @@ def test_a_model_that_branches_on_a_sample_trains_eagerly_and_says_why(train_in_
     assert fallback["theta"] == eager["theta"] and fallback["phi"] == eager["phi"]
 
 
+def test_compiled_minibatches_take_the_steps_of_eager_minibatches(train_in_process, tmp_path: Path) -> None:
+    """Minibatches of a fixed size replay one graph; the batch's rows (and its ``index`` for the plate's
+    N/B scale) are inputs: the same rows, draws and updates as the eager step, up to float rounding."""
+    run = ["data.batch_size=10", "trainer.max_steps=60", "trainer.log_every_n_steps=10"]
+    eager = train_in_process(*run, run_dir=tmp_path / "eager")
+    compiled = train_in_process(*run, "compile.enabled=true", "compile.backend=fx", run_dir=tmp_path / "compiled")
+    assert "compile" not in compiled and compiled["timing"]["compile_seconds"] > 0
+    assert compiled["theta"] == pytest.approx(eager["theta"], rel=1e-4)
+    for name in ("qa", "qb"):
+        assert compiled["phi"][name] == pytest.approx(eager["phi"][name], rel=1e-4)
+    assert compiled["final"]["elbo"] == pytest.approx(eager["final"]["elbo"], rel=1e-4)
+
+
 @pytest.mark.slow
 def test_compiled_ddp_takes_the_steps_of_eager_ddp(tmp_path: Path) -> None:
     """Two processes, each replaying its own graph, gradients averaged by one all-reduce: with a delta guide

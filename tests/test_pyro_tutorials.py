@@ -199,3 +199,30 @@ def test_a_model_without_a_data_plate_is_refused_under_ddp(tmp_path: Path) -> No
     assert (
         "batches of 5 of the 10 rows (data.batch_size, or a DDP rank's shard): observed site(s) obs_0" in result.stderr
     )
+
+
+def _flat(values: Any) -> list[float]:
+    """A summary's θ or φ entry (a number, nested lists, or a large tensor's summary) as a flat list."""
+    if isinstance(values, dict):
+        return [values[key] for key in ("mean", "sd", "min", "max")]
+    if isinstance(values, list):
+        return [number for value in values for number in _flat(value)]
+    return [values]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["coin", *(pytest.param(name, marks=pytest.mark.slow) for name in ("gmm", "regression", "vae"))],
+)
+def test_compiled_mode_trains_the_tutorial_as_the_eager_step_does(tmp_path: Path, name: str) -> None:
+    """The replayed graph runs the same aten ops in the same order as Pyro's eager step, random draws
+    included, from the same random state: the same θ and φ up to float rounding, and no fall-back."""
+    steps = ["trainer.log_every_n_steps=10"]
+    eager = train(name, tmp_path / "eager", *steps, steps=60)
+    compiled = train(name, tmp_path / "compiled", *steps, "compile.enabled=true", "compile.backend=fx", steps=60)
+    assert "compile" not in compiled and compiled["timing"]["compile_seconds"] > 0
+    for side in ("theta", "phi"):
+        assert set(compiled[side]) == set(eager[side])
+        for parameter in eager[side]:
+            assert _flat(compiled[side][parameter]) == pytest.approx(_flat(eager[side][parameter]), rel=1e-3, abs=1e-4)
+    assert compiled["final"]["elbo"] == pytest.approx(eager["final"]["elbo"], rel=1e-3)
