@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -23,6 +24,8 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+# What writing a checkpoint or summary.json into the run folder fails with when the disk cannot take it.
+RUN_FOLDER_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -74,6 +77,8 @@ def run(cfg: DictConfig) -> float | None:
         print(f"lightning-svi: pre-empted (SIGTERM); resume with ckpt_path={checkpoint}", file=sys.stderr)
         sys.exit(0)
     except OSError as error:  # a full disk, a read-only run folder
+        if error.errno not in RUN_FOLDER_WRITE_ERRORS:
+            raise
         checkpoint = run_dir / "checkpoints" / "last.ckpt"
         kept = f"the last checkpoint written, {checkpoint}, is kept" if checkpoint.is_file() else "no checkpoint"
         _fail(f"cannot write into the run folder ({error.strerror}: {error.filename}); {kept}.", EXIT_FAILED)
