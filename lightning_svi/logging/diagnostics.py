@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,42 @@ def estimate_metrics(estimate: ImportanceEstimate) -> dict[str, float]:
         "diagnostics/psis_khat": estimate.khat,
         "diagnostics/ess": estimate.ess,
     }
+
+
+def estimate_sections(
+    compute: Callable[[], ImportanceEstimate],
+) -> tuple[ImportanceEstimate | None, dict[str, Any], dict[str, Any]]:
+    """The estimate ``compute`` returns, with ``summary.json``'s ``final.iw_*`` keys and ``diagnostics`` section
+    for it; where it cannot be computed the keys are null and the section says why (``skipped``, ``error``).
+    Shared by the end of a run and ``evaluate.py``."""
+    started = time.perf_counter()
+    final: dict[str, Any] = dict.fromkeys(("iw_log_evidence", "iw_log_evidence_se", "iw_gap", "iw_gap_se"))
+    try:
+        estimate = compute()
+    except NotADensity as reason:
+        return None, final, {"skipped": str(reason)}
+    except Exception as error:
+        return None, final, {"error": one_line(error)}
+    final.update(
+        iw_log_evidence=estimate.log_evidence,
+        iw_log_evidence_se=estimate.log_evidence_se,
+        iw_gap=estimate.gap,
+        iw_gap_se=estimate.gap_se,
+    )
+    diagnostics: dict[str, Any] = {
+        "num_particles": estimate.num_particles,
+        "psis_khat": estimate.khat,
+        "reading": estimate.reading,
+        "ess": estimate.ess,
+        "elbo": estimate.elbo,
+        "seconds": time.perf_counter() - started,
+    }
+    notes = [estimate.note] if estimate.note else []
+    if not math.isfinite(estimate.khat):  # JSON has no infinity: psis_khat is null, the note says why
+        notes.append("psis_khat is infinite: fewer than 10 weights in the tail, one draw carries nearly all the weight")
+    if notes:
+        diagnostics["note"] = "; ".join(notes)
+    return estimate, final, diagnostics
 
 
 class GuideDiagnostics(pl.Callback):
@@ -100,38 +137,13 @@ class GuideDiagnostics(pl.Callback):
         self._ended = True
         if not trainer.is_global_zero:
             return
-        started = time.perf_counter()
-        final: dict[str, Any] = dict.fromkeys(("iw_log_evidence", "iw_log_evidence_se", "iw_gap", "iw_gap_se"))
-        try:
+
+        def estimate() -> ImportanceEstimate:
             if self.estimate is None or self._logged_at != trainer.global_step:  # not yet at this step
                 self.estimate = self.log_estimate(trainer, pl_module)
-            estimate = self.estimate
-        except NotADensity as reason:
-            diagnostics: dict[str, Any] = {"skipped": str(reason)}
-        except Exception as error:
-            diagnostics = {"error": one_line(error)}
-        else:
-            final.update(
-                iw_log_evidence=estimate.log_evidence,
-                iw_log_evidence_se=estimate.log_evidence_se,
-                iw_gap=estimate.gap,
-                iw_gap_se=estimate.gap_se,
-            )
-            diagnostics = {
-                "num_particles": estimate.num_particles,
-                "psis_khat": estimate.khat,
-                "reading": estimate.reading,
-                "ess": estimate.ess,
-                "elbo": estimate.elbo,
-                "seconds": time.perf_counter() - started,
-            }
-            notes = [estimate.note] if estimate.note else []
-            if not math.isfinite(estimate.khat):  # JSON has no infinity: psis_khat is null, the note says why
-                notes.append(
-                    "psis_khat is infinite: fewer than 10 weights in the tail, one draw carries nearly all the weight"
-                )
-            if notes:
-                diagnostics["note"] = "; ".join(notes)
+            return self.estimate
+
+        _, final, diagnostics = estimate_sections(estimate)
         self.run_summary.extend(trainer, final=final, diagnostics=diagnostics)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
