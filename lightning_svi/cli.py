@@ -18,7 +18,7 @@ from lightning_svi.config.run_folder import remove_if_fresh
 from lightning_svi.config.targets import plain
 from lightning_svi.config.trainer_keys import check_trainer_keys
 from lightning_svi.errors import ConfigError, UserInputError
-from lightning_svi.logging.report import print_report, start_line
+from lightning_svi.logging.report import hydra_value, print_report, shell_word, start_line
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -70,11 +70,11 @@ def run(cfg: DictConfig) -> float | None:
         _fail(f"training diverged at {error}", EXIT_DIVERGED)
     except StoppedBySignal as stop:
         _report(run_dir, overrides)
-        checkpoint = run_dir / "checkpoints" / "last.ckpt"
+        resume = shell_word(f"ckpt_path={hydra_value(str(run_dir / 'checkpoints' / 'last.ckpt'))}")
         if stop.signal_name == "SIGINT":
-            print(f"lightning-svi: interrupted (Ctrl-C); resume with ckpt_path={checkpoint}", file=sys.stderr)
+            print(f"lightning-svi: interrupted (Ctrl-C); resume with {resume}", file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
-        print(f"lightning-svi: pre-empted (SIGTERM); resume with ckpt_path={checkpoint}", file=sys.stderr)
+        print(f"lightning-svi: pre-empted (SIGTERM); resume with {resume}", file=sys.stderr)
         sys.exit(0)
     except OSError as error:  # a full disk, a read-only run folder
         if error.errno not in RUN_FOLDER_WRITE_ERRORS:
