@@ -27,9 +27,6 @@ from lightning_svi.training.distributed import average_gradients, mean_over_rank
 from lightning_svi.training.observed_steps import resolve_steps_per_batch, steps_this_batch
 from lightning_svi.training.step_engine import CompiledStep, EagerStep, UpdateRoute
 
-# Never parameters, buffers or submodules, so nn.Module.__setattr__ has nothing to do for them.
-_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss", "last_traces", "batch_steps"})
-
 
 class SVIModule(pl.LightningModule):
     """Trains θ (the model's parameters) and φ (the guide's) together by maximising the ELBO.
@@ -88,14 +85,6 @@ class SVIModule(pl.LightningModule):
         self.log_before_update: Callable[..., Metrics] = merged([])
         self.log_after_update: Callable[..., Metrics] = merged([])
         self.sides: ParameterSides | None = None  # θ and φ by use, found in setup
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets these around every hook call and step; nn.Module's parameter and
-        # submodule bookkeeping made that a measurable share of a small model's step.
-        if name in _PLAIN_ATTRIBUTES:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     @property
     def model(self) -> nn.Module:
