@@ -1,10 +1,14 @@
 """Compare the jobs of a sweep: ``python scripts/compare_runs.py MULTIRUN_DIR [--type2-mle]``.
 
 Prints one table of every job under MULTIRUN_DIR (any folder holding a ``summary.json``): its
-overrides, θ, final ELBO, gap and steps per second, and writes their ``train/elbo`` curves, read
-from the TensorBoard event files, to a PNG. ``--type2-mle`` adds, for each data set, the exact
-type-II maximum-likelihood θ (the maximiser of the closed-form log evidence) and each job's θ
-relative to it: what each guide did to θ.
+overrides, θ, final ELBO, the closed-form log evidence and gap where the model has one, the
+importance-weighted log evidence (± its standard error), its gap to the ELBO and PSIS k̂ for any model
+(``summary.json``'s ``final.iw_*`` and ``diagnostics``), steps per second and status, and writes their
+``train/elbo`` curves, read from the TensorBoard event files, to a PNG. The guide whose ELBO meets the
+evidence (IW gap near 0, k̂ < 0.7) is the one whose θ is (close to) the type-II maximum-likelihood value; a
+job without an estimate gets a note under the table saying why. ``--type2-mle`` adds, for each data set, the
+exact type-II maximum-likelihood θ (the maximiser of the closed-form log evidence) and each job's θ relative
+to it: what each guide did to θ.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,13 +93,37 @@ def _number(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _with_error(value: float | None, error: float | None) -> str:
+    return "—" if value is None else f"{_number(value)} ± {_number(error)}"
+
+
+def _khat(diagnostics: dict[str, Any]) -> str:
+    """k̂ with two decimals; ∞ where it was computed but is infinite (``summary.json`` holds null and a note)."""
+    if diagnostics.get("psis_khat") is not None:
+        return _number(diagnostics["psis_khat"])
+    return "∞" if "num_particles" in diagnostics else "—"
+
+
+def estimate_notes(jobs: list[Job]) -> list[str]:
+    """Why a job has no importance-weighted estimate (``diagnostics.skipped`` or ``error``), one line each."""
+    notes = []
+    for job in jobs:
+        diagnostics = job.summary.get("diagnostics") or {}
+        reason = diagnostics.get("skipped") or diagnostics.get("error")
+        if reason is None and "diagnostics" not in job.summary:
+            reason = "no diagnostics in summary.json (a run that did not end, or callbacks.diagnostics=null)"
+        if reason is not None:
+            notes.append(f"{job.name}: no IW estimate: {reason}")
+    return notes
+
+
 def _scalar_theta(summary: dict[str, Any]) -> dict[str, float]:
     return {name: value for name, value in summary["theta"].items() if isinstance(value, (int, float))}
 
 
 def table_rows(jobs: list[Job], with_type2_mle: bool) -> list[list[str]]:
     """Header and one row per job; with ``with_type2_mle`` a reference row per data set first."""
-    rows = [["job", "θ", "final ELBO", "log p_θ(x)", "gap", "steps/s", "status"]]
+    rows = [["job", "θ", "final ELBO", "log p_θ(x)", "gap", "IW log p_θ(x)", "IW gap", "k̂", "steps/s", "status"]]
     references: dict[str, tuple[dict[str, float], float] | None] = {}
     for job in jobs:
         theta = _scalar_theta(job.summary)
@@ -107,7 +136,7 @@ def table_rows(jobs: list[Job], with_type2_mle: bool) -> list[list[str]]:
                 if references[key] is not None:
                     mle_theta, mle_log_evidence = references[key]
                     mle_text = ", ".join(f"{name}={_number(value, 3)}" for name, value in mle_theta.items())
-                    rows.append(["exact type-II MLE", mle_text, "—", _number(mle_log_evidence), "—", "—", "—"])
+                    rows.append(["exact type-II MLE", mle_text, "—", _number(mle_log_evidence), *["—"] * 6])
             if references[key] is not None:
                 mle_theta = references[key][0]
                 theta_text += (
@@ -123,17 +152,26 @@ def table_rows(jobs: list[Job], with_type2_mle: bool) -> list[list[str]]:
             _number(final.get("elbo")),
             _number(final.get("log_evidence")),
             _number(final.get("gap")),
+            _with_error(final.get("iw_log_evidence"), final.get("iw_log_evidence_se")),
+            _with_error(final.get("iw_gap"), final.get("iw_gap_se")),
+            _khat(job.summary.get("diagnostics") or {}),
             _number(job.summary.get("timing", {}).get("steps_per_second"), 1),
             job.summary.get("status", "—"),
         ])  # fmt: skip
     return rows
 
 
+def _width(cell: str) -> int:
+    """Characters as shown: a combining mark (the hat of k̂) takes no column."""
+    return sum(1 for character in cell if not unicodedata.combining(character))
+
+
 def format_table(rows: list[list[str]]) -> str:
     """A Markdown table (readable as plain text too)."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    widths = [max(_width(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = [
-        "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |" for row in rows
+        "| " + " | ".join(cell + " " * (width - _width(cell)) for cell, width in zip(row, widths, strict=True)) + " |"
+        for row in rows
     ]
     lines.insert(1, "| " + " | ".join("-" * width for width in widths) + " |")
     return "\n".join(lines)
@@ -173,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare_runs: error: no job with a summary.json under {args.multirun_dir}.", file=sys.stderr)
         return 2
     print(format_table(table_rows(jobs, args.type2_mle)))
+    notes = estimate_notes(jobs)
+    if notes:
+        print("\n" + "\n".join(notes))
     plot_path = args.plot or args.multirun_dir / "elbo_curves.png"
     plot_curves(jobs, plot_path)
     print(f"\nELBO curves: {plot_path}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,10 +83,67 @@ def test_compare_runs_tables_every_job_and_plots_their_elbo(basic_sweep: Path, t
         assert f"alpha={summary['theta']['alpha']:.3f}" in row
         assert f"{summary['final']['elbo']:.2f}" in row and f"{summary['final']['gap']:.2f}" in row
         assert " of MLE)" in row
+        final, khat = summary["final"], summary["diagnostics"].get("psis_khat")
+        iw_cells = [cell.strip() for cell in row.strip(" |").split(" | ")][5:8]  # IW log p_θ(x), IW gap, k̂
+        if summary["guide"] == "delta":  # a point mass: no estimate, and the note under the table says why
+            assert final["iw_log_evidence"] is None and iw_cells == ["—", "—", "—"]
+            assert f"guide=delta seed={summary['seed']}: no IW estimate: the guide is a point mass" in result.stdout
+        else:
+            assert iw_cells == [
+                f"{final['iw_log_evidence']:.2f} ± {final['iw_log_evidence_se']:.2f}",
+                f"{final['iw_gap']:.2f} ± {final['iw_gap_se']:.2f}",
+                "∞" if khat is None else f"{khat:.2f}",
+            ]
     import matplotlib.image
 
     image = matplotlib.image.imread(plot)
     assert image.shape[0] > 100 and image.shape[1] > 100
+
+
+def write_job(folder: Path, guide: str, final: dict, diagnostics: dict) -> None:
+    folder.mkdir(parents=True)
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "overrides.yaml").write_text(f"- model=gmm\n- guide={guide}\n")
+    summary = {"status": "completed", "theta": {"scale": 1.5}, "final": final, "diagnostics": diagnostics}
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_compare_runs_has_the_importance_weighted_evidence_of_any_model(tmp_path: Path) -> None:
+    """A model without a closed form (the GMM): the IW columns tell which guide's ELBO meets the evidence."""
+    from scripts.compare_runs import estimate_notes, find_jobs, format_table, table_rows
+
+    estimate = {"iw_log_evidence": -401.234, "iw_log_evidence_se": 0.0412, "iw_gap": 0.318, "iw_gap_se": 0.05}
+    write_job(
+        tmp_path / "0-full",
+        "full",
+        {"elbo": -401.55, "log_evidence": None, **estimate},
+        {"num_particles": 1000, "psis_khat": 0.271, "reading": "good"},
+    )
+    write_job(
+        tmp_path / "1-normal",
+        "normal",
+        {"elbo": -409.0, "iw_log_evidence": -405.5, "iw_log_evidence_se": 1.25, "iw_gap": 3.5, "iw_gap_se": 1.3},
+        {"num_particles": 1000, "psis_khat": None, "note": "psis_khat is infinite"},
+    )
+    write_job(
+        tmp_path / "2-delta",
+        "delta",
+        {"elbo": -398.0, "iw_log_evidence": None},
+        {"skipped": "the guide is a point mass at locs (e.g. guide=delta)"},
+    )
+    jobs = find_jobs(tmp_path)
+    rows = table_rows(jobs, with_type2_mle=False)
+    header, full, normal, delta = rows
+    assert header[5:8] == ["IW log p_θ(x)", "IW gap", "k̂"]
+    assert full[0] == "model=gmm guide=full" and full[3:8] == ["—", "—", "-401.23 ± 0.04", "0.32 ± 0.05", "0.27"]
+    assert normal[5:8] == ["-405.50 ± 1.25", "3.50 ± 1.30", "∞"]
+    assert delta[5:8] == ["—", "—", "—"]
+    assert estimate_notes(jobs) == [
+        "model=gmm guide=delta: no IW estimate: the guide is a point mass at locs (e.g. guide=delta)"
+    ]
+    shown = ["".join(c for c in line if not unicodedata.combining(c)) for line in format_table(rows).splitlines()]
+    bars = {tuple(index for index, character in enumerate(line) if character == "|") for line in shown}
+    assert len(bars) == 1  # the columns line up as shown, the hat of k̂ taking no column
 
 
 def test_compare_runs_without_jobs_exits_2(tmp_path: Path) -> None:
