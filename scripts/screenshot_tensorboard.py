@@ -3,7 +3,7 @@ model, one per guide (full, empty, normal), so that each chart shows which line 
 
     python -m scripts.screenshot_tensorboard               # trains the three runs first (~3 min)
     python -m scripts.screenshot_tensorboard LOGDIR        # finished runs under LOGDIR instead
-    python -m scripts.screenshot_tensorboard --out docs/tensorboard.png --size 1400,1900
+    python -m scripts.screenshot_tensorboard --out docs/tensorboard.png --size 1400,2600
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``); not part of the test suite.
 """
@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("logdir", nargs="?", type=Path, help="a folder of finished runs (default: train three)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "tensorboard.png")
-    parser.add_argument("--size", default="1400,1900", help="window width,height in pixels")
+    parser.add_argument("--size", default="1400,2600", help="window width,height in pixels")
     parser.add_argument("--wait-ms", type=int, default=20000, help="virtual time for the page to draw its charts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
