@@ -23,3 +23,9 @@ def count_step(trainer: Any) -> None:
 def batches_taken(trainer: Any) -> int:
     """Batches the training loop has used, without the one its data fetcher has prefetched."""
     return trainer.fit_loop.epoch_loop.batch_progress.total.ready
+
+
+def stop_after_this_step(trainer: Any) -> None:
+    """Stop the run as Lightning stops it on SIGTERM: after the current step, checkpointed by its
+    callbacks, ``trainer.fit`` raising ``SIGTERMException``."""
+    trainer._signal_connector.received_sigterm = True

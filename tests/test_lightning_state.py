@@ -6,10 +6,11 @@ These fail loudly when a Lightning release moves or renames the counters: upgrad
 
 from __future__ import annotations
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
-from lightning_svi.lightning_state import CHECKED_AGAINST, batches_taken, count_step
+from lightning_svi.lightning_state import CHECKED_AGAINST, batches_taken, count_step, stop_after_this_step
 
 
 class _ManualSteps(pl.LightningModule):
@@ -60,3 +61,27 @@ def test_count_step_moves_global_step_and_max_steps_stops_on_it(tmp_path) -> Non
     assert module.seen == [(step, step) for step in range(1, 8)]
     assert trainer.global_step == 7
     assert batches_taken(trainer) == 7
+
+
+class _StopsItself(_ManualSteps):
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        super().training_step(batch, batch_idx)
+        if self.trainer.global_step == 3:
+            stop_after_this_step(self.trainer)
+
+
+def test_stop_after_this_step_ends_fit_as_sigterm_does(tmp_path) -> None:
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    module = _StopsItself()
+    trainer = pl.Trainer(
+        max_steps=7,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(SIGTERMException):
+        trainer.fit(module)
+    assert trainer.global_step == 3

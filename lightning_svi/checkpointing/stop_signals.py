@@ -24,6 +24,8 @@ from weakref import WeakKeyDictionary
 import pytorch_lightning as pl
 import torch
 
+from lightning_svi.lightning_state import stop_after_this_step
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Agreed over ranks with a max: Ctrl-C (the user's) wins over pre-emption.
 _CODES = {signal.SIGTERM: 1, signal.SIGINT: 2}
@@ -74,7 +76,7 @@ class StopSignals(pl.Callback):
         if _CODES[received] > _CODES.get(_received.get(trainer), 0):
             _received[trainer] = received
         if trainer.world_size == 1:
-            trainer._signal_connector.received_sigterm = True
+            stop_after_this_step(trainer)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -85,7 +87,7 @@ class StopSignals(pl.Callback):
         agreed = int(trainer.strategy.reduce(code, reduce_op="max"))
         if agreed:
             _received[trainer] = next(name for name, value in _CODES.items() if value == agreed)
-            trainer._signal_connector.received_sigterm = True  # Lightning stops every rank after this step
+            stop_after_this_step(trainer)  # Lightning stops every rank after this step
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()  # a signal during the end-of-run work stops the process as it would any other
