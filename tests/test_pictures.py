@@ -75,7 +75,7 @@ def test_pictures_are_a_grid_at_most_800_pixels_wide_with_the_legend_inside(
     assert {text.get_text() for text in legend.get_texts()} == {"q samples", "q density", "exact posterior"}
     figure.canvas.draw()  # the legend lies within the figure
     box = legend.get_window_extent()
-    assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
+    assert box.x0 >= 0 and box.x1 <= width and box.y0 >= 0 and box.y1 <= height
 
 
 def test_guides_without_a_density_are_drawn_by_their_samples(model_and_data) -> None:
