@@ -203,22 +203,21 @@ EARLY_STOP = (
 )
 
 
-def test_default_callbacks_keep_their_order_and_lightning_sees_one_group(tmp_path: Path) -> None:
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+def test_default_callbacks_keep_their_order(tmp_path: Path) -> None:
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from lightning_svi.logging.hparams import HParamsLogger
     from lightning_svi.logging.pictures import PosteriorPictureLogger
     from lightning_svi.logging.progress import StepProgressBar
     from lightning_svi.logging.step_logger import EarlyStoppingChecks
     from lightning_svi.logging.summary import RunSummary
-    from lightning_svi.training.callback_group import CallbackGroup
     from lightning_svi.training.run import trainer_callbacks
 
     callbacks = built_callbacks(tmp_path, EARLY_STOP)
     names = [type(callback).__name__ for callback in callbacks]
     assert names[:3] == ["StepProgressBar", "TraceLogger", "ParameterLogger"]
-    assert names.index("RunSummary") < names.index("HParamsLogger") < names.index("FinalCheckpoint")
-    assert names[-2:] == ["ModelCheckpoint", "EarlyStopping"]
+    assert names.index("RunSummary") < names.index("HParamsLogger") < names.index("LastCheckpoint")
+    assert names[-2:] == ["LastCheckpoint", "EarlyStopping"]
     summary = next(callback for callback in callbacks if isinstance(callback, RunSummary))
     assert summary.path == tmp_path / "summary.json"
     assert next(c for c in callbacks if isinstance(c, HParamsLogger)).run_summary is summary
@@ -226,9 +225,10 @@ def test_default_callbacks_keep_their_order_and_lightning_sees_one_group(tmp_pat
     assert any(isinstance(callback, PosteriorPictureLogger) for callback in callbacks)
 
     given = trainer_callbacks(callbacks)
-    assert [type(callback) for callback in given] == [StepProgressBar, CallbackGroup, ModelCheckpoint, EarlyStopping]
-    assert given[1].callbacks[:-1] == callbacks[1:-2]
-    assert isinstance(given[1].callbacks[-1], EarlyStoppingChecks)  # Lightning checks at epoch ends: SVI has none
+    assert given[:-1] == callbacks and isinstance(given[0], StepProgressBar)
+    assert isinstance(given[-1], EarlyStoppingChecks)  # Lightning checks at epoch ends: SVI has none
+    plain = built_callbacks(tmp_path / "plain")
+    assert trainer_callbacks(plain) == plain
 
 
 def test_a_callback_set_to_null_is_removed(tmp_path: Path) -> None:

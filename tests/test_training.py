@@ -115,9 +115,13 @@ def test_summary_json_follows_the_contract(train_in_process, tmp_path: Path) -> 
         "phi",
         "timing",
         "posterior",
+        "diagnostics",
+        "tags",
     }
     assert summary["model"] == "beta_binomial" and summary["elbo"] == "TraceEnum_ELBO" and summary["world_size"] == 1
-    assert set(summary["final"]) == {"loss", "elbo", "log_p", "log_q", "log_evidence", "gap"}
+    iw_keys = {"iw_log_evidence", "iw_log_evidence_se", "iw_gap", "iw_gap_se"}
+    assert set(summary["final"]) == {"loss", "elbo", "log_p", "log_q", "log_evidence", "gap", *iw_keys}
+    assert {"num_particles", "psis_khat", "reading", "ess"} <= set(summary["diagnostics"]) and summary["tags"] == []
     final = summary["final"]
     assert final["elbo"] == pytest.approx(-final["loss"])
     assert final["elbo"] == pytest.approx(final["log_p"] - final["log_q"], rel=1e-4)
