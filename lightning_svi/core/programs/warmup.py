@@ -54,11 +54,7 @@ def check_minibatch_scaling(model: torch.nn.Module, batch: Batch, num_rows: int)
     devices = list({tensor.device for tensor in batch.values() if tensor.device.type == "cuda"})
     with poutine.block(), torch.no_grad(), torch.random.fork_rng(devices=devices):
         trace = poutine.trace(model).get_trace(batch)
-    unscaled = [
-        name
-        for name, site in trace.nodes.items()
-        if is_observed(site) and site["scale"] == 1.0
-    ]
+    unscaled = [name for name, site in trace.nodes.items() if is_observed(site) and site["scale"] == 1.0]
     if unscaled:
         raise ConfigError(
             f"batches of {rows} of the {num_rows} rows (data.batch_size, or a DDP rank's shard): observed site(s) "
