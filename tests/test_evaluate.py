@@ -90,6 +90,13 @@ def test_a_checkpoint_of_another_model_is_refused(coin_run: Path, tmp_path: Path
         evaluate(cfg, str(coin_run / "checkpoints" / "last.ckpt"), tmp_path)
 
 
+def test_a_checkpoint_trained_on_other_data_is_refused(coin_run: Path, tmp_path: Path) -> None:
+    cfg = compose_config("model=coin", "data.synthetic={heads: 2, tails: 8}")  # the run flipped 6 heads, 4 tails
+    with pytest.raises(CheckpointError, match="refused; it was trained on other data"):
+        evaluate(cfg, str(coin_run / "checkpoints" / "last.ckpt"), tmp_path)
+    assert not (tmp_path / EVALUATION_FILE).exists()
+
+
 def test_diagnostics_keys_of_the_command_line_go_on_top_of_the_runs_own(tmp_path: Path) -> None:
     (tmp_path / ".hydra").mkdir()
     run = compose_config("diagnostics.num_particles=5000", "diagnostics.max_chunk=100")

@@ -148,9 +148,9 @@ def evaluation_lines(evaluation: dict[str, Any], output_dir: Path) -> list[str]:
     if final.get("iw_log_evidence") is not None:
         khat = diagnostics.get("psis_khat")
         lines.append(
-            f"  IW log evidence {final['iw_log_evidence']:.4g} ± {final['iw_log_evidence_se']:.2g} "
-            f"({diagnostics['num_particles']} draws), IW gap {final['iw_gap']:.4g} ± {final['iw_gap_se']:.2g}, "
-            f"PSIS k̂ {'inf' if khat is None else f'{khat:.3g}'} ({diagnostics['reading']}), "
+            f"  IW log evidence {final['iw_log_evidence']:.2f} ± {final['iw_log_evidence_se']:.2g} "
+            f"({diagnostics['num_particles']} draws), IW gap {final['iw_gap']:.2f} ± {final['iw_gap_se']:.2g}, "
+            f"PSIS k̂ {'inf' if khat is None else f'{khat:.2f}'} ({diagnostics['reading']}), "
             f"ESS {diagnostics['ess']:.0f}"
         )
     for key in ("skipped", "error", "note"):
@@ -259,9 +259,13 @@ def load_parameters(module: Any, full_data: dict, ckpt_path: str, validate: bool
 
 
 def _saved_data_fingerprint(checkpoint: dict[str, Any]) -> str | None:
-    """The data fingerprint ``TrainingIdentity`` saved (inside the callback group's state), if any."""
-    for state in (checkpoint.get("callbacks") or {}).values():
-        identity = state.get("TrainingIdentity") if isinstance(state, dict) else None
+    """The data fingerprint ``TrainingIdentity`` saved, if any: among Lightning's callback states, or nested in the
+    state of the ``CallbackGroup`` that held lightning-svi's callbacks in earlier checkpoints."""
+    from lightning_svi.checkpointing.identity import TrainingIdentity
+
+    states = checkpoint.get("callbacks") or {}
+    for holder in (states, *states.values()):
+        identity = holder.get(TrainingIdentity.__qualname__) if isinstance(holder, dict) else None
         if isinstance(identity, dict) and "data" in identity:
             return identity["data"]
     return None
