@@ -69,6 +69,15 @@ def test_evaluation_from_the_checkpoint_meets_the_runs_own_estimate(coin_run: Pa
     assert image.shape[0] > 100 and image.shape[1] > 100
 
 
+def test_a_nuts_reference_from_the_checkpoint(coin_run: Path, tmp_path: Path) -> None:
+    overrides = ("diagnostics.reference=nuts", "diagnostics.reference_warmup=30", "diagnostics.reference_draws=30")
+    evaluation = evaluate_run(coin_run, tmp_path, *overrides)
+    reference = json.loads((tmp_path / EVALUATION_FILE).read_text())["reference"]
+    assert reference["method"] == "nuts" and reference["draws"] == 30
+    assert list(reference["sites"]) == ["fairness"] and reference["sites"]["fairness"]["distance"] >= 0
+    assert "reference.png" in evaluation["files"] and (tmp_path / "reference.png").is_file()
+
+
 def test_a_damaged_checkpoint_is_refused(coin_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "copy"
     shutil.copytree(coin_run, run_dir)
