@@ -32,7 +32,9 @@ TOLERANCE = 0.03  # relative, for numbers from training runs; closed forms must 
 RUNS: dict[str, list[str]] = {
     "full": ["model=beta_binomial", "guide=full"],
     "empty": ["model=beta_binomial", "guide=empty", "trainer.max_steps=3000", "optim.lr=0.05"],
-    "forum_full": ["experiment=forum_guides", "guide=full"],  # the forum sweep's full-guide job
+    "forum_full": ["experiment=forum_guides", "guide=full"],  # the forum sweep's jobs
+    "forum_normal": ["experiment=forum_guides", "guide=normal"],
+    "forum_delta": ["experiment=forum_guides", "guide=delta"],
     "coin": ["model=coin"],
     "schools_nc": ["model=eight_schools", "trainer.max_steps=800"],
     "schools_c": ["model=eight_schools", "model.parameterization=centered", "trainer.max_steps=800"],
@@ -48,11 +50,22 @@ SNIPPETS = [
     "| `guide=empty` (3,000 steps, lr 0.05) | {empty.alpha} | {empty.beta} | {empty.elbo} "
     "| {empty.log_evidence} | {empty.gap} |",
     "(α/(α+β) = {empty.pooled_rate}, the complete-pooling MLE)",
-    "| `experiment=forum_guides guide=full` | {forum_full.alpha} ({forum_full.alpha_ratio} × MLE) "
-    "| {forum_full.beta} ({forum_full.beta_ratio} × MLE) | {forum_full.elbo} | {forum_full.log_evidence} "
-    "| {forum_full.gap} |",
-    "| `experiment=forum_guides guide=empty` | {empty.alpha} ({empty.alpha_ratio} × MLE) "
-    "| {empty.beta} ({empty.beta_ratio} × MLE) | {empty.elbo} | {empty.log_evidence} | {empty.gap} |",
+    *(
+        f"| `experiment=forum_guides guide={guide}` | {{{name}.alpha}} ({{{name}.alpha_ratio}} × MLE) "
+        f"| {{{name}.beta}} ({{{name}.beta_ratio}} × MLE) | {{{name}.elbo}} | {{{name}.log_evidence}} | {{{name}.gap}} "
+        + (
+            f"| {{{name}.iw_log_evidence}} ± {{{name}.iw_log_evidence_se}} | {{{name}.iw_gap}} ± {{{name}.iw_gap_se}} "
+            f"| {{{name}.khat}} |"
+            if guide != "delta"
+            else "| — | — | — |"
+        )
+        for guide, name in (
+            ("full", "forum_full"),
+            ("normal", "forum_normal"),
+            ("empty", "empty"),
+            ("delta", "forum_delta"),
+        )
+    ),
     '"final": {{"loss": {full.loss}, "elbo": {full.elbo}, "log_p": {full.log_p}, "log_q": {full.log_q},',
     '"log_evidence": {full.log_evidence}, "gap": {full.gap}}},',
     '"theta": {{"alpha": {full.alpha}, "beta": {full.beta}}},',
@@ -134,7 +147,7 @@ def train(arguments: list[str], run_dir: Path) -> dict[str, Any]:
 def trained(summaries: dict[str, dict[str, Any]], mle: dict[str, str]) -> dict[str, str]:
     """The numbers README quotes from the runs' summaries."""
     values: dict[str, str] = {}
-    for name in ("full", "empty", "forum_full"):
+    for name in ("full", "empty", "forum_full", "forum_normal", "forum_delta"):
         summary = summaries[name]
         alpha, beta = summary["theta"]["alpha"], summary["theta"]["beta"]
         final = summary["final"]
@@ -151,6 +164,10 @@ def trained(summaries: dict[str, dict[str, Any]], mle: dict[str, str]) -> dict[s
             f"{name}.log_q": f"{final['log_q']:.2f}",
         }
         values[f"{name}.pooled_rate"] = f"{alpha / (alpha + beta):.3f}"
+        if final.get("iw_log_evidence") is not None:  # the importance-weighted evidence (none for guide=delta)
+            iw_keys = ("iw_log_evidence", "iw_log_evidence_se", "iw_gap", "iw_gap_se")
+            values |= {f"{name}.{key}": f"{final[key]:.2f}" for key in iw_keys}
+            values[f"{name}.khat"] = f"{summary['diagnostics']['psis_khat']:.2f}"
         # as the end-of-run report prints them (four significant digits)
         reported = {"alpha": alpha, "beta": beta, "elbo": final["elbo"], "log_evidence": final["log_evidence"]}
         values |= {f"{name}.{key}4": f"{value:.4g}" for key, value in (reported | {"gap": final["gap"]}).items()}
