@@ -78,6 +78,29 @@ def test_a_nuts_reference_from_the_checkpoint(coin_run: Path, tmp_path: Path) ->
     assert "reference.png" in evaluation["files"] and (tmp_path / "reference.png").is_file()
 
 
+def test_a_users_own_model_from_its_checkpoint(tmp_path: Path) -> None:
+    """README's own-model example (plain Pyro functions, a data file): parameters made by the warm-up, then loaded."""
+    from lightning_svi.training.run import train
+
+    run_dir = tmp_path / "run"
+    overrides = (
+        "model=custom", "model._target_=examples.coin.model", "guide=custom", "guide._target_=examples.coin.guide",
+        "data=file", f"data.path={REPO / 'examples' / 'flips.csv'}", "trainer.max_steps=50",
+        "tensorboard.image_every_n_steps=null",
+    )  # fmt: skip
+    cfg = compose_config(*overrides)
+    summary = train(cfg, run_dir)
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    evaluation = evaluate_run(run_dir, tmp_path / "out")
+    assert evaluation["phi"] == summary["phi"] and set(evaluation["phi"]) == {"alpha_q", "beta_q"}
+    assert evaluation["final"]["log_evidence"] is None  # no closed form: the IW estimate is the only one
+    ours, theirs = evaluation["final"], summary["final"]
+    error = math.hypot(ours["iw_log_evidence_se"], theirs["iw_log_evidence_se"])
+    assert abs(ours["iw_log_evidence"] - theirs["iw_log_evidence"]) < 4 * error
+    assert evaluation["diagnostics"]["reading"] == "good"
+
+
 def test_a_damaged_checkpoint_is_refused(coin_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "copy"
     shutil.copytree(coin_run, run_dir)
