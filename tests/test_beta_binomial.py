@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -22,6 +24,29 @@ def test_log_evidence_matches_scipy_beta_binomial() -> None:
     alpha, beta = torch.tensor(2.5), torch.tensor(0.7)
     expected = stats.betabinom.logpmf(successes.numpy(), trials.numpy(), 2.5, 0.7).sum()
     actual = beta_binomial_log_evidence(successes, trials, alpha, beta)
+    assert actual.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(("alpha", "beta"), [(2.5, 0.7), (468_210.0, 1_100_570.0), (3e7, 1e7)])
+def test_log_evidence_in_float32_keeps_its_digits_where_theta_runs_large(alpha: float, beta: float) -> None:
+    """An empty guide drives α and β to ~1e6, where each log B(·, ·) is ~1e6 and the evidence a few hundred."""
+    data = BetaBinomial.synthetic_data(seed=0)
+    successes, trials = data["successes"].numpy(), data["trials"].numpy()
+    expected = stats.betabinom.logpmf(successes, trials, alpha, beta).sum()
+    actual = beta_binomial_log_evidence(data["successes"], data["trials"], torch.tensor(alpha), torch.tensor(beta))
+    assert actual.dtype == torch.float32
+    assert actual.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_beta_bernoulli_evidence_keeps_its_digits_where_theta_runs_large() -> None:
+    from lightning_svi.models.beta_bernoulli import beta_bernoulli_log_evidence
+
+    outcomes = (torch.arange(5000) % 10 < 3).float()
+    alpha, beta = 3e5, 7e5
+    expected = (
+        stats.betabinom.logpmf(1500, 5000, alpha, beta) - stats.binom.logpmf(1500, 5000, 0.5) + 5000 * math.log(0.5)
+    )
+    actual = beta_bernoulli_log_evidence(outcomes, torch.tensor(alpha), torch.tensor(beta))
     assert actual.item() == pytest.approx(expected, rel=1e-5)
 
 

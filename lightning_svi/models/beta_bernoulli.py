@@ -20,7 +20,7 @@ from pyro.nn import PyroModule, PyroParam
 
 from lightning_svi.config import model_specs as specs
 from lightning_svi.core.svi_model import Batch, SVIModel
-from lightning_svi.models.beta_binomial import log_beta
+from lightning_svi.models.beta_binomial import log_beta_ratio
 
 
 def beta_bernoulli_posterior(outcomes: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> dist.Beta:
@@ -34,7 +34,7 @@ def beta_bernoulli_log_evidence(outcomes: torch.Tensor, alpha: torch.Tensor, bet
     # Plain tensor arithmetic, no Beta object: this runs on every logging step.
     alpha, beta = torch.as_tensor(alpha), torch.as_tensor(beta)
     successes = outcomes.sum()
-    return log_beta(alpha + successes, beta + (outcomes.numel() - successes)) - log_beta(alpha, beta)
+    return log_beta_ratio(alpha + successes, beta + (outcomes.numel() - successes), alpha, beta)
 
 
 class BetaBernoulli(SVIModel):
