@@ -81,6 +81,17 @@ def exact_beta_binomial_guide(model: Any, data: dict) -> Any:
 
 
 @pytest.fixture
+def module_local_params() -> Any:
+    """Pyro's module-local parameters, as training sets them, for a test that builds models and guides by
+    hand; the global param store back afterwards."""
+    import pyro
+
+    pyro.settings.set(module_local_params=True)
+    yield
+    pyro.settings.set(module_local_params=False)
+
+
+@pytest.fixture
 def one_torch_thread() -> Any:
     """Tiny tensors: one torch thread is several times faster than two on a shared 2-core machine."""
     import torch

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyro
 import pytest
 import torch
 
@@ -14,14 +13,7 @@ from lightning_svi.analysis.posterior import Sites
 from lightning_svi.models.eight_schools import EightSchools
 from lightning_svi.models.gmm import GaussianMixture
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def module_local_params():
-    pyro.settings.set(module_local_params=True)
-    yield
-    pyro.settings.set(module_local_params=False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "module_local_params")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -10,10 +9,7 @@ from scipy import special
 
 from lightning_svi.models.beta_bernoulli import BetaBernoulli
 
-
-@pytest.fixture(autouse=True)
-def module_local_params() -> None:
-    pyro.settings.set(module_local_params=True)
+pytestmark = pytest.mark.usefixtures("module_local_params")
 
 
 def test_log_evidence_is_the_beta_function_ratio() -> None:

@@ -12,10 +12,7 @@ from scipy import stats
 
 from lightning_svi.models.beta_binomial import BetaBinomial, beta_binomial_log_evidence
 
-
-@pytest.fixture(autouse=True)
-def module_local_params() -> None:
-    pyro.settings.set(module_local_params=True)
+pytestmark = pytest.mark.usefixtures("module_local_params")
 
 
 def test_log_evidence_matches_scipy_beta_binomial() -> None:

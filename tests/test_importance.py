@@ -21,14 +21,7 @@ from lightning_svi.models.eight_schools import EightSchools
 from lightning_svi.models.gmm import GaussianMixture
 from tests.conftest import exact_beta_binomial_guide, guide_of_kind, read_scalars
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def module_local_params():
-    pyro.settings.set(module_local_params=True)
-    yield
-    pyro.settings.set(module_local_params=False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "module_local_params")
 
 
 def with_index(data: dict) -> dict:

@@ -38,6 +38,18 @@ class _ManualSteps(pl.LightningModule):
         return torch.utils.data.DataLoader(torch.arange(100.0), batch_size=1)
 
 
+def _bare_trainer(tmp_path) -> pl.Trainer:
+    """Seven steps and nothing else: no logger, checkpoints, progress bar or summary."""
+    return pl.Trainer(
+        max_steps=7,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+
+
 def test_the_lightning_version_is_in_the_series_the_private_state_was_checked_against() -> None:
     series = ".".join(CHECKED_AGAINST.split(".")[:2])
     assert pl.__version__.startswith(series + "."), (
@@ -48,14 +60,7 @@ def test_the_lightning_version_is_in_the_series_the_private_state_was_checked_ag
 
 def test_count_step_moves_global_step_and_max_steps_stops_on_it(tmp_path) -> None:
     module = _ManualSteps()
-    trainer = pl.Trainer(
-        max_steps=7,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = _bare_trainer(tmp_path)
     trainer.fit(module)
     # Each hand-taken step counts once; the batch being run is counted as taken while it runs.
     assert module.seen == [(step, step) for step in range(1, 8)]
@@ -74,14 +79,7 @@ def test_stop_after_this_step_ends_fit_as_sigterm_does(tmp_path) -> None:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     module = _StopsItself()
-    trainer = pl.Trainer(
-        max_steps=7,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = _bare_trainer(tmp_path)
     with pytest.raises(SIGTERMException):
         trainer.fit(module)
     assert trainer.global_step == 3

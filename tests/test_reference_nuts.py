@@ -15,14 +15,7 @@ from lightning_svi.models.beta_binomial import BetaBinomial
 from lightning_svi.models.coin import Coin
 from tests.conftest import read_events
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def module_local_params():
-    pyro.settings.set(module_local_params=True)
-    yield
-    pyro.settings.set(module_local_params=False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "module_local_params")
 
 
 def coin_guide(model: Coin, heads: float, tails: float) -> torch.nn.Module:
