@@ -35,6 +35,7 @@ from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine import Trace
 
 from lightning_svi.analysis.posterior import CHUNK_ELEMENTS, DRAWN_ELEMENTS, Batch, Sites, chunk_size, draw_in_chunks
+from lightning_svi.core.sites import is_latent
 
 PARTICLE_PLATE = "num_particles_vectorized"  # the plate Pyro's ELBO vectorizes particles along
 NUM_PARTICLES = 1000
@@ -175,9 +176,8 @@ def _check_density(guide: Callable, data: Batch) -> str | None:
     latent (the proposal is the prior)."""
     with torch.no_grad(), poutine.block():
         trace = poutine.trace(guide).get_trace(data)
-    sampled = [site for site in trace.nodes.values() if site["type"] == "sample" and not site["is_observed"]]
-    latent = [site for site in sampled if not site["infer"].get("is_auxiliary", False)]
-    auxiliary = len(sampled) > len(latent)
+    latent = [site for site in trace.nodes.values() if is_latent(site)]
+    auxiliary = any(site["type"] == "sample" and site["infer"].get("is_auxiliary") for site in trace.nodes.values())
     enumerated = [site["name"] for site in latent if site["infer"].get("enumerate")]
     if enumerated:
         raise NotADensity(
