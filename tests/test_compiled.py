@@ -51,6 +51,37 @@ def test_compiled_step_logs_every_quantity_the_eager_step_logs(train_in_process,
         assert elbo[step] == pytest.approx(log_p[step] - log_q[step], rel=1e-4, abs=1e-2)
 
 
+def test_the_statistics_the_graph_reports_are_those_the_eager_loggers_compute(train_in_process, tmp_path: Path) -> None:
+    """With the update inside the graph, a logged step is one graph call that also reports the gradient
+    norms (before the update), θ and φ (after it) and the evidence (at θ before it): on the same draws
+    (fx replays the eager step's operations), every logged scalar is the eager run's, step by step."""
+    run = ["trainer.max_steps=60", "trainer.log_every_n_steps=10"]
+    train_in_process(*run, run_dir=tmp_path / "eager")
+    train_in_process(*run, "compile.enabled=true", "compile.backend=fx", run_dir=tmp_path / "compiled")
+    eager, compiled = read_scalars(tmp_path / "eager"), read_scalars(tmp_path / "compiled")
+    tags = ["train/elbo", "grad_norm/theta", "grad_norm/phi", "theta/alpha", "theta/beta", "phi/qa/min",
+            "evidence/log_evidence", "evidence/gap"]  # fmt: skip
+    for tag in tags:
+        assert [step for step, _ in compiled[tag]] == [1, 10, 20, 30, 40, 50, 60], tag
+        for (_, ours), (_, theirs) in zip(compiled[tag], eager[tag], strict=True):
+            assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-4), tag
+
+
+def test_a_logger_that_reads_theta_before_the_update_sees_it_before_the_update(
+    train_in_process, tmp_path: Path
+) -> None:
+    """A user's ``before_update`` that reads θ itself keeps the compiled update apart from the graph call."""
+    from tests.step_spies import ThetaAroundUpdate
+
+    ThetaAroundUpdate.seen.clear()
+    spy = "+callbacks.spy={_target_: tests.step_spies.ThetaAroundUpdate}"
+    run = ["trainer.max_steps=30", "trainer.log_every_n_steps=10", "compile.enabled=true", "compile.backend=fx"]
+    summary = train_in_process(*run, spy)
+    assert len(ThetaAroundUpdate.seen) == 4  # steps 1, 10, 20, 30
+    assert all(before != after for before, after in ThetaAroundUpdate.seen)
+    assert ThetaAroundUpdate.seen[-1][1] == pytest.approx(summary["theta"]["alpha"], rel=1e-6)
+
+
 def test_a_model_that_branches_on_a_sample_trains_eagerly_and_says_why(train_in_process, tmp_path: Path) -> None:
     model = ["model._target_=tests.branching_model.BranchingModel", "~model.alpha_init", "~model.beta_init",
              "elbo.vectorize_particles=false"]  # fmt: skip

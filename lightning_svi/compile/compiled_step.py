@@ -31,8 +31,11 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from lightning_svi.compile.graph_passes import hoist_elementwise_before_expand
 from lightning_svi.core.estimators import ComputedLogProbs, StepTraces
+from lightning_svi.core.params import constrained
 from lightning_svi.core.patches import pyro_static_tracing
+from lightning_svi.core.programs.sides import ParameterSides
 from lightning_svi.core.rng import untouched_rng
+from lightning_svi.core.step_statistics import SMALL_PARAMETER, StepStatistics, gradient_norm
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.errors import UserInputError
 
@@ -94,8 +97,15 @@ def updates_in_graph(optimizer: torch.optim.Optimizer | None) -> bool:
 
 class CompiledSVIStep:
     """Loss, gradients of θ and φ, and per-site log p / log q of one SVI step, as one graph; with
-    torch's fused Adam, the graph can also apply the update (``advance``), reading and writing
-    the optimizer's own state, so that steps no callback observes need no optimizer call."""
+    torch's fused Adam, the graph can also apply the update (``update=True``), reading and writing
+    the optimizer's own state, so that a step needs no optimizer call.
+
+    With the optimizer in the graph, the graph also computes what a logged step reports
+    (``StepStatistics``): each group's gradient norm, the small parameters after the update, and
+    with ``evidence_of_batch`` (the batch is the whole data set) the model's closed-form
+    ``log_evidence`` before it. A logged step then costs one copy of a few scalars to the host, not
+    an eager pass of each logger.
+    """
 
     def __init__(
         self,
@@ -104,6 +114,8 @@ class CompiledSVIStep:
         example_batch: Batch,
         backend: str = "inductor",
         optimizer: torch.optim.Optimizer | None = None,
+        sides: ParameterSides | None = None,
+        evidence_of_batch: bool = False,
     ) -> None:
         self.svi = svi
         self.estimator = estimator
@@ -117,6 +129,8 @@ class CompiledSVIStep:
                 id(p): index for index, group in enumerate(self.optimizer.param_groups) for p in group["params"]
             }
             self.groups = [group_of[id(parameter)] for parameter in self.parameters]
+        self.sides = sides if self.optimizer is not None else None
+        self.evidence_of_batch = evidence_of_batch and self.optimizer is not None
         self._batch_names = list(example_batch)
         self._flags = {update: torch.tensor(float(update), device=self.parameters[0].device) for update in (0, 1)}
         self._rates: tuple[list[float], torch.Tensor] | None = None
@@ -127,7 +141,7 @@ class CompiledSVIStep:
             with pyro_static_tracing():
                 graph = _trace(self._flat_step, inputs, backend)
             self.graph = _inductor(graph, list(inputs)) if backend == "inductor" else graph
-            self(example_batch)  # a first call, so that training steps are timed without any warm-up
+            self(example_batch, update=False)  # a first call, so that training steps are timed without any warm-up
         except Exception as error:
             raise CompileError(f"the model and guide could not be traced into a static graph: {_why(error)}") from None
         self.compile_seconds = time.perf_counter() - started  # tracing, compiling, first call
@@ -158,8 +172,8 @@ class CompiledSVIStep:
         return self._rates[1]
 
     def _flat_step(self, *flat: torch.Tensor) -> list[torch.Tensor]:
-        """``_step`` on ``_flat_inputs``, returning the loss, the gradients and the sites' log-probs
-        flat (their site names are kept for ``__call__``)."""
+        """``_step`` on ``_flat_inputs``, returning its outputs as one flat list (their names are kept
+        in ``_layout`` for ``__call__``)."""
         count = len(self.parameters)
         values, rest = list(flat[:count]), flat[count:]
         if self.optimizer is not None:
@@ -169,20 +183,59 @@ class CompiledSVIStep:
         else:
             adam = None
         batch = dict(zip(self._batch_names, rest, strict=True))
-        loss, gradients, log_p_sites, log_q_sites = self._step(values, adam, batch)
-        self._site_names = (list(log_p_sites), list(log_q_sites))
-        return [loss, *gradients, *log_p_sites.values(), *log_q_sites.values()]
+        loss, gradients, named = self._step(values, adam, batch)
+        self._layout = [list(group) for group in named]
+        return [loss, *gradients, *(value for group in named for value in group.values())]
 
     def _step(self, values: list[torch.Tensor], adam: tuple | None, batch: Batch) -> tuple[Any, ...]:
+        """The loss and gradients, then the named outputs: log p and log q per site and, with the
+        optimizer in the graph, the gradient norms, the evidence before the update and the parameters after it."""
         inputs = [value.detach().requires_grad_() for value in values]  # the callers' tensors keep no grad
         loss = torch.func.functional_call(self.svi, dict(zip(self.names, inputs, strict=True)), (batch,))
         gradients = torch.autograd.grad(loss, inputs, allow_unused=True)
         gradients = [torch.zeros_like(value) if g is None else g for value, g in zip(inputs, gradients, strict=True)]
-        if adam is not None:
-            self._adam(values, gradients, *adam)
         traces = self.estimator.last_traces
         self._enumerated = traces.is_enumerated if isinstance(traces, StepTraces) else False
-        return loss.detach(), gradients, traces.log_p_sites, traces.log_q_sites
+        named: list[dict[str, torch.Tensor]] = [traces.log_p_sites, traces.log_q_sites, {}, {}, {}]
+        if adam is not None:
+            named[2] = self._gradient_norms(gradients)
+            named[3] = self._log_evidence(values, batch)  # θ before the update
+            self._adam(values, gradients, *adam)
+            named[4] = self._small_parameters(values)  # after it
+        return loss.detach(), gradients, named
+
+    def _gradient_norms(self, gradients: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        groups = self.optimizer.param_groups
+        return {
+            groups[index].get("name", str(index)): gradient_norm(
+                [g for g, group in zip(gradients, self.groups, strict=True) if group == index]
+            )
+            for index in sorted(set(self.groups))
+        }
+
+    def _log_evidence(self, values: list[torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        """The model's closed-form log p_θ(x) of ``batch`` (the whole data set) at ``values``, if it has one."""
+        if not self.evidence_of_batch or getattr(self.svi.model, "log_evidence", None) is None:
+            return {}
+        with torch.no_grad():
+            evidence = torch.func.functional_call(
+                _Evidence(self.svi), {f"svi.{name}": value for name, value in zip(self.names, values, strict=True)},
+                (batch,),
+            )  # fmt: skip
+        return {} if evidence is None else {"log_evidence": evidence}
+
+    def _small_parameters(self, values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Constrained values of the parameters small enough to log element by element, as ``side/name``."""
+        if self.sides is None:
+            return {}
+        index_of = {id(parameter): index for index, parameter in enumerate(self.parameters)}
+        small = {}
+        for side, named in (("theta", self.sides.theta), ("phi", self.sides.phi)):
+            for name, (parameter, constraint) in named.items():
+                if id(parameter) in index_of and parameter.numel() <= SMALL_PARAMETER:
+                    value = values[index_of[id(parameter)]]
+                    small[f"{side}/{name}"] = constrained({name: (value, constraint)})[name].clone()
+        return small
 
     def _adam(self, values: list[torch.Tensor], gradients: list[torch.Tensor], moments: list, rates, flag) -> None:
         """torch's Adam update, in place where ``flag`` is 1, left as it was where it is 0."""
@@ -205,18 +258,28 @@ class CompiledSVIStep:
             exp_avg_sq.copy_(torch.where(apply, new_exp_avg_sq, exp_avg_sq))
             step.copy_(new_step)
 
-    def __call__(self, batch: Batch) -> tuple[torch.Tensor, ComputedLogProbs]:
-        """The loss and log-probs of one step on ``batch``; the gradients land in each parameter's
-        ``.grad`` for the optimizer."""
-        out = self.graph(*self._flat_inputs(batch, update=False))
+    def __call__(self, batch: Batch, update: bool) -> tuple[torch.Tensor, ComputedLogProbs, StepStatistics]:
+        """The loss, log-probs and statistics of one step on ``batch``. With ``update`` the graph has
+        applied the optimizer's update (Adam in the graph); without, the gradients land in each
+        parameter's ``.grad`` for the optimizer, and the statistics hold no parameters."""
+        out = self.graph(*self._flat_inputs(batch, update=update))
         count = len(self.parameters)
-        for parameter, gradient in zip(self.parameters, out[1 : 1 + count], strict=True):
-            parameter.grad = gradient
-        log_p_names, log_q_names = self._site_names
-        log_p = dict(zip(log_p_names, out[1 + count : 1 + count + len(log_p_names)], strict=True))
-        log_q = dict(zip(log_q_names, out[1 + count + len(log_p_names) :], strict=True))
+        if not update:
+            for parameter, gradient in zip(self.parameters, out[1 : 1 + count], strict=True):
+                parameter.grad = gradient
+        named, position = [], 1 + count
+        for names in self._layout:
+            named.append(dict(zip(names, out[position : position + len(names)], strict=True)))
+            position += len(names)
+        log_p, log_q, norms, evidence, small = named
+        parameters: dict[str, dict[str, torch.Tensor]] = {}
+        if update:
+            for tag, value in small.items():
+                side, name = tag.split("/", 1)
+                parameters.setdefault(side, {})[name] = value
         sampled = (lambda: self._sampled_log_probs(batch)) if self._enumerated else None
-        return out[0], ComputedLogProbs(log_p, log_q, sampled)
+        statistics = StepStatistics(norms, parameters, evidence.get("log_evidence"))
+        return out[0], ComputedLogProbs(log_p, log_q, sampled), statistics
 
     def _sampled_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The sites of enumerated blocks at one posterior sample of the enumerated values, as the
@@ -227,10 +290,26 @@ class CompiledSVIStep:
             self.svi(batch)  # with autograd on, which TraceEnum_ELBO requires; its loss is dropped
             return self.estimator.last_traces.log_p_sampled_sites
 
+    @property
+    def reports_evidence(self) -> bool:
+        """Whether every step's statistics hold the model's closed-form evidence."""
+        return bool(self._layout[3])
+
     def advance(self, batch: Batch) -> None:
         """One step on ``batch`` whose update the graph applies itself (Adam in the graph); nothing
         observes it, so nothing of its outputs is kept."""
         self.graph(*self._flat_inputs(batch, update=True))
+
+
+class _Evidence(nn.Module):
+    """``svi.model.log_evidence`` as a module call, for ``functional_call`` to run at given parameters."""
+
+    def __init__(self, svi: nn.Module) -> None:
+        super().__init__()
+        self.svi = svi
+
+    def forward(self, batch: Batch) -> torch.Tensor | None:
+        return self.svi.model.log_evidence(batch)
 
 
 def _initialise_adam_state(optimizer: torch.optim.Optimizer) -> None:

@@ -12,25 +12,29 @@ from lightning_svi.logging.step_logger import Metrics, StepLogger
 class EvidenceLogger(StepLogger):
     """``evidence/log_evidence`` and ``evidence/gap`` = log p_θ(x) − ELBO = KL(q ‖ p(z | x)) ≥ 0.
 
-    The evidence uses θ before the step's update, the same θ the step's ELBO estimate used.
+    The evidence uses θ before the step, the same θ the step's ELBO estimate used: as the step
+    reported it (compiled mode on the whole data set: ``StepStatistics.log_evidence``), or computed
+    before the step.
     """
 
     def __init__(self, full_data: Batch) -> None:
         self.full_data = full_data
+        self._before_step: torch.Tensor | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Moved to the training device once, not on every logging step.
         self.full_data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
 
-    def before_update(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer, step: int
-    ) -> Metrics | None:
-        # θ before the update: the one the step's ELBO was estimated at, so that the gap compares like with like.
-        evidence = log_evidence(pl_module, self.full_data)
+    def before_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        self._before_step = None if pl_module.engine.reports_evidence else log_evidence(pl_module, self.full_data)
+
+    def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> Metrics | None:
+        statistics = pl_module.last_statistics
+        evidence = statistics.log_evidence if statistics is not None else None
+        evidence = self._before_step if evidence is None else evidence
         if evidence is None or pl_module.last_loss is None:
             return None
-        gap = evidence + pl_module.last_loss  # log p_θ(x) − ELBO
-        return {"evidence/log_evidence": evidence, "evidence/gap": gap}
+        return {"evidence/log_evidence": evidence, "evidence/gap": evidence + pl_module.last_loss}  # log p_θ(x) − ELBO
 
 
 def log_evidence(pl_module: pl.LightningModule, full_data: Batch) -> torch.Tensor | None:

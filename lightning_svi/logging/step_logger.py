@@ -40,11 +40,23 @@ class StepLogger(pl.Callback):
     counted as ``trainer.global_step`` counts it after the update.
     """
 
+    def before_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> Metrics | None:
+        """Before the step's loss: θ and φ are those the step's ELBO will be estimated at."""
+        return None
+
     def before_update(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer, step: int
     ) -> Metrics | None:
-        """After the step's loss and gradients, before the optimizer applies them."""
+        """After the step's loss and gradients, before the optimizer applies them (but see
+        ``reads_results_before_update``)."""
         return None
+
+    def reads_results_before_update(self) -> bool:
+        """Whether ``before_update`` reads only the step's results (``pl_module.last_loss``,
+        ``last_traces``, ``last_statistics``), not θ, φ or their ``.grad``. When every logger's does,
+        compiled mode applies the update inside the same graph call, and ``before_update`` runs after
+        it. A logger that overrides ``before_update`` keeps the update apart unless it says so."""
+        return type(self).before_update is StepLogger.before_update
 
     def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> Metrics | None:
         """After the optimizer has applied the step's gradients."""

@@ -21,6 +21,7 @@ from lightning_svi.core.programs.program import parameters_in_scope
 from lightning_svi.core.programs.sides import ParameterSides
 from lightning_svi.core.programs.warmup import warm_up
 from lightning_svi.core.rng import untouched_rng
+from lightning_svi.core.step_statistics import StepStatistics
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.logging.step_logger import Metrics, StepLogger, is_logging_step, log_scalars, merged
 from lightning_svi.training.distributed import average_gradients, mean_over_ranks, seed_ranks_apart
@@ -81,7 +82,9 @@ class SVIModule(pl.LightningModule):
         self.automatic_optimization = False
         self.last_loss: torch.Tensor | None = None
         self.last_traces: LogProbs | None = None
+        self.last_statistics: StepStatistics | None = None  # what the step computed itself (compiled mode)
         # The trainer's step loggers, merged into one hook each (set in on_train_start).
+        self.log_before_step: Callable[..., Metrics] = merged([])
         self.log_before_update: Callable[..., Metrics] = merged([])
         self.log_after_update: Callable[..., Metrics] = merged([])
         self.sides: ParameterSides | None = None  # θ and φ by use, found in setup
@@ -122,9 +125,10 @@ class SVIModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         loggers = [callback for callback in self.trainer.callbacks if isinstance(callback, StepLogger)]
+        self.log_before_step = merged([logger.before_step for logger in loggers])
         self.log_before_update = merged([logger.before_update for logger in loggers])
         self.log_after_update = merged([logger.after_update for logger in loggers])
-        self.engine = self._step_engine()
+        self.engine = self._step_engine(all(logger.reads_results_before_update() for logger in loggers))
 
     def _plain_precision(self) -> bool:
         return type(self.trainer.precision_plugin) is Precision
@@ -133,7 +137,9 @@ class SVIModule(pl.LightningModule):
         """One process and plain float precision: nothing of Lightning's backward or optimizer step is needed."""
         return self.trainer.world_size == 1 and self._plain_precision()
 
-    def _step_engine(self) -> EagerStep:
+    def _step_engine(self, update_in_graph: bool) -> EagerStep:
+        """The eager or compiled engine; ``update_in_graph``: no step logger reads θ, φ or ``.grad``
+        between a compiled step's gradients and its update, so a logged step may be one graph call."""
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         if self._plain_updates():
             route = UpdateRoute.plain(optimizer, scheduler, self.trainer)
@@ -147,15 +153,20 @@ class SVIModule(pl.LightningModule):
         distributed = self.trainer.world_size > 1
         # Under DDP the gradients are averaged between the graph and the update: the update stays out of the graph.
         in_graph_optimizer = None if distributed else optimizer.optimizer
+        datamodule = self.trainer.datamodule
+        whole_data = datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
         try:
             with untouched_rng(self.device):  # a failed trace leaves the eager run's draws as they were
-                compiled = CompiledSVIStep(self.svi, self.estimator, example, self.compile_backend, in_graph_optimizer)
+                compiled = CompiledSVIStep(
+                    self.svi, self.estimator, example, self.compile_backend, in_graph_optimizer,
+                    sides=self.sides, evidence_of_batch=whole_data and not distributed,
+                )  # fmt: skip
         except CompileError as error:
             self.compile_fallback = str(error)
             rank_zero_warn(f"compile.enabled=true: {error}; this run trains eagerly (summary.json: compile.fallback).")
             return EagerStep(self.svi, self.estimator, route)
         if not distributed:
-            return CompiledStep(compiled, route)
+            return CompiledStep(compiled, route, update_in_graph=update_in_graph)
         # The graph's gradients never pass through DDP's autograd hooks: DDP is told not to wait for
         # them (as inside its no_sync()), and one all-reduce of a flat buffer averages them instead.
         self.trainer.strategy.model.require_backward_grad_sync = False
@@ -172,7 +183,7 @@ class SVIModule(pl.LightningModule):
             if is_logging_step(self.trainer, step):
                 self._logged_step(batch, step)
             elif index == self.batch_steps - 1:
-                self.last_loss, self.last_traces = self.engine.loss_and_gradients(batch)
+                self.last_loss, self.last_traces, self.last_statistics = self.engine.loss_and_gradients(batch)
                 self.engine.update()
             else:
                 self.engine.step(batch)
@@ -180,13 +191,14 @@ class SVIModule(pl.LightningModule):
         return self.last_loss
 
     def _logged_step(self, batch: Batch, step: int) -> None:
-        """A step the loggers read: its estimates (averaged over ranks under DDP), the gradients
-        before the update and the parameters after it, sent to the host in one copy."""
-        loss, traces = self.engine.loss_and_gradients(batch)
+        """A step the loggers read: θ before the step, its estimates (averaged over ranks under DDP),
+        the gradients before the update and the parameters after it, sent to the host in one copy."""
+        metrics = self.log_before_step(self.trainer, self, step)
+        loss, traces, self.last_statistics = self.engine.loss_and_gradients(batch)
         if self.trainer.world_size > 1:
             loss, traces = mean_over_ranks(self.trainer.strategy, loss, traces)
         self.last_loss, self.last_traces = loss, traces
-        metrics = self.log_before_update(self.trainer, self, self.optimizers().optimizer, step)
+        metrics.update(self.log_before_update(self.trainer, self, self.optimizers().optimizer, step))
         self.engine.update()
         metrics.update(self.log_after_update(self.trainer, self, step))
         log_scalars(self.trainer, metrics, step)

@@ -3,7 +3,9 @@
 ``SVIModule.training_step`` asks an engine for each step. A step the loggers look at goes through
 ``loss_and_gradients`` then ``update``, so the loggers can read the step's estimates and gradients
 in between; a step nobody looks at goes through ``step``, which a compiled engine may run as one
-graph that also applies the update.
+graph that also applies the update. A compiled engine may apply the update inside the graph on
+logged steps too (``update_in_graph``): then ``loss_and_gradients`` has already applied it, and the
+loggers read the gradient norms and parameters the graph reported (``StepStatistics``).
 
 How the update is applied is decided once per run (``UpdateRoute``): with plain float precision on
 one process the torch optimizer steps itself and the step is counted into Lightning's loop state
@@ -25,6 +27,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from lightning_svi.compile.compiled_step import CompiledSVIStep
 from lightning_svi.core.estimators import LogProbs
+from lightning_svi.core.step_statistics import StepStatistics
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.lightning_state import count_step
 
@@ -71,44 +74,62 @@ class EagerStep:
     """Pyro's ELBO and autograd, as ``SVI.step`` runs them."""
 
     compile_seconds: float | None = None  # tracing and compiling, for the run's summary
+    reports_evidence = False  # whether the step's statistics hold the closed-form evidence
 
     def __init__(self, svi: nn.Module, estimator: ELBO, route: UpdateRoute) -> None:
         self.svi, self.estimator, self.route = svi, estimator, route
 
-    def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
+    def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs, StepStatistics | None]:
+        """The loss, the traces' log-probs, and the statistics the step computed itself (none here:
+        the loggers compute theirs from the module)."""
         loss = self.svi(batch)
         self.route.backward(loss)
-        return loss.detach(), self.estimator.last_traces
+        return loss.detach(), self.estimator.last_traces, None
 
     def update(self) -> None:
         self.route.apply()
 
     def step(self, batch: Batch) -> torch.Tensor:
         """A step no logger reads: its loss is kept for the progress bar and the divergence guard."""
-        loss, _ = self.loss_and_gradients(batch)
+        loss, _, _ = self.loss_and_gradients(batch)
         self.update()
         return loss
 
 
 class CompiledStep(EagerStep):
     """The step's loss, gradients and log-probs from one traced graph (``compile.compiled_step``);
-    with torch's fused Adam, a step nobody reads is the graph alone, update included."""
+    with torch's fused Adam, a step nobody reads is the graph alone, update included, and with
+    ``update_in_graph`` so is a logged one."""
 
     def __init__(
         self,
         compiled: CompiledSVIStep,
         route: UpdateRoute,
         average_gradients: Callable[[list[torch.Tensor]], None] | None = None,
+        update_in_graph: bool = False,
     ) -> None:
         self.compiled, self.route = compiled, route
         self.average_gradients = average_gradients  # under DDP: each rank's graph, then one all-reduce
+        self.update_in_graph = update_in_graph and compiled.optimizer is not None
+        if compiled.optimizer is not None:
+            # The graph applies the optimizer's update unseen by torch's schedulers, whose wrapper of
+            # ``optimizer.step`` sets this flag; without it the first schedule step warns of a wrong order.
+            compiled.optimizer._opt_called = True
         self.compile_seconds = compiled.compile_seconds
+        self.reports_evidence = compiled.reports_evidence
 
-    def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs]:
-        loss, traces = self.compiled(batch)
+    def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs, StepStatistics]:
+        loss, traces, statistics = self.compiled(batch, update=self.update_in_graph)
         if self.average_gradients is not None:
             self.average_gradients([parameter.grad for parameter in self.compiled.parameters])
-        return loss, traces
+        return loss, traces, statistics
+
+    def update(self) -> None:
+        if not self.update_in_graph:
+            super().update()
+            return
+        self.route.advance_schedule()  # the graph applied the update
+        self.route.count()
 
     def step(self, batch: Batch) -> torch.Tensor | None:
         if self.compiled.optimizer is None:
