@@ -1,4 +1,5 @@
-"""scripts/bench.py's plumbing, on tiny runs: a row per setting, a cell per mode, ratios to plain Pyro.
+"""scripts/bench.py's plumbing, on tiny runs: a row per setting, a cell per mode, ratios to plain Pyro,
+"–" where a mode does not apply, and each run's peak memory.
 
 No timing is asserted: the rates of a few steps on a shared machine say nothing.
 """
@@ -17,12 +18,18 @@ from tests.conftest import REPO
 BENCH = REPO / "scripts" / "bench.py"
 TINY = ["--steps", "5", "--rounds", "1", "--warmup", "2", "--compile-backend", "fx"]
 RATE_CELL = re.compile(r"^\d+/s \((\d+\.\d\d)x\)$")
+RSS_CELL = re.compile(r"^(\d+) MiB$")
+NOT_APPLICABLE = "–"
 PLAIN_PYRO = "plain Pyro SVI.step"
 FORUM = "beta-Bernoulli, 5,000 obs, 1 particle"
 GMM = "GMM, K = 3, 10,000 points, enumerated, 1 particle"
-HIDE_NUMPYRO = (
-    "import runpy, sys; sys.modules['numpyro'] = None; sys.argv = sys.argv[1:]; "
-    "runpy.run_path(sys.argv[0], run_name='__main__')"
+COIN = "Pyro tutorial: SVI Part I coin (10 flips)"
+MINIBATCHES = "beta-Bernoulli, 1,000,000 obs, minibatches of 10,000"
+DDP = "beta-Bernoulli, 5,000 obs, DDP on 2 CPU processes"
+RSS_TABLE = "peak RSS (largest round)"
+HIDE_NUMPYRO = (  # runs the script as `python SCRIPT` would, its folder first on the path
+    "import os, runpy, sys; sys.modules['numpyro'] = None; sys.argv = sys.argv[1:]; "
+    "sys.path.insert(0, os.path.dirname(sys.argv[0])); runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 
 
@@ -37,12 +44,18 @@ def run_bench(*args: str, hide_numpyro: bool = False) -> str:
     return result.stdout
 
 
-def rate_table(stdout: str) -> dict[str, dict[str, str]]:
-    """The first markdown table: setting -> column title -> cell."""
-    lines = stdout[stdout.index("| setting |") :].split("\n\n")[0].splitlines()
+def rate_table(stdout: str, first: str = "setting") -> dict[str, dict[str, str]]:
+    """The markdown table whose first column is headed ``first``: row title -> column title -> cell."""
+    lines = stdout[stdout.index(f"| {first} |") :].split("\n\n")[0].splitlines()
     columns = [cell.strip() for cell in lines[0].strip("|").split("|")][1:]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
     return {row[0]: dict(zip(columns, row[1:], strict=True)) for row in rows}
+
+
+def peaks_mib(row: dict[str, str]) -> dict[str, int]:
+    matches = {column: RSS_CELL.match(cell) for column, cell in row.items()}
+    assert all(matches.values()), row
+    return {column: int(match.group(1)) for column, match in matches.items()}
 
 
 def ratios(row: dict[str, str]) -> dict[str, float]:
@@ -64,15 +77,44 @@ def test_a_rate_per_mode_and_the_numpyro_column_left_out_when_numpyro_is_missing
     assert list(row_ratios) == [PLAIN_PYRO, "lightning-svi (logging off)", "compiled (log every 10)"]
     assert row_ratios[PLAIN_PYRO] == 1.0
     assert "| seconds outside the timed loop |" in stdout
+    assert list(peaks_mib(rate_table(stdout, RSS_TABLE)[title])) == list(row_ratios)
+
+
+def test_a_tutorial_row_and_a_minibatch_row_each_with_the_peak_memory_of_every_run() -> None:
+    stdout = run_bench("--settings", "coin", "forum-1m-batch10k", "--modes", "compiled", *TINY, hide_numpyro=True)
+    table = rate_table(stdout)
+    assert list(table) == [COIN, MINIBATCHES]
+    for row in table.values():
+        assert list(ratios(row)) == [PLAIN_PYRO, "compiled (log every 10)"]
+    memory = rate_table(stdout, RSS_TABLE)
+    assert list(memory) == [COIN, MINIBATCHES]
+    for row in memory.values():  # each run in a process of its own: at least torch and Pyro's imports
+        assert all(peak > 100 for peak in peaks_mib(row).values())
+    assert f"- {MINIBATCHES}: plain Pyro: minibatches sliced from a fresh permutation per pass" in stdout
+
+
+@pytest.mark.slow
+def test_the_ddp_row_runs_train_py_on_two_processes() -> None:
+    stdout = run_bench("--settings", "forum-5k-ddp", "--modes", "default", *TINY)
+    table = rate_table(stdout)
+    assert list(table) == [DDP]
+    assert list(ratios(table[DDP])) == [PLAIN_PYRO, "lightning-svi (log every 10)"]
+    assert list(peaks_mib(rate_table(stdout, RSS_TABLE)[DDP])) == [PLAIN_PYRO, "lightning-svi (log every 10)"]
+    assert f"- {DDP}: lightning-svi on 2 processes (gloo; python train.py trainer=ddp_cpu); plain Pyro on one" in stdout
 
 
 @pytest.mark.slow
 def test_numpyro_column_for_the_beta_bernoulli_and_the_enumerated_mixture() -> None:
     pytest.importorskip("numpyro")
     pytest.importorskip("funsor")
-    stdout = run_bench("--settings", "forum-5k-1p", "gmm-10k", "--modes", "numpyro", *TINY)
+    stdout = run_bench("--settings", "forum-5k-1p", "gmm-10k", "coin", "--modes", "numpyro", *TINY)
     assert ", numpyro " in stdout.splitlines()[0]  # the versions line
     table = rate_table(stdout)
-    assert list(table) == [FORUM, GMM]
-    for row in table.values():
-        assert list(ratios(row)) == [PLAIN_PYRO, "NumPyro jit(svi.update)"]
+    assert list(table) == [FORUM, GMM, COIN]
+    for title in (FORUM, GMM):
+        assert list(ratios(table[title])) == [PLAIN_PYRO, "NumPyro jit(svi.update)"]
+        assert list(peaks_mib(rate_table(stdout, RSS_TABLE)[title])) == [PLAIN_PYRO, "NumPyro jit(svi.update)"]
+    # No NumPyro program for a tutorial: its cells say so, and only plain Pyro ran.
+    assert table[COIN]["NumPyro jit(svi.update)"] == NOT_APPLICABLE
+    assert rate_table(stdout, RSS_TABLE)[COIN]["NumPyro jit(svi.update)"] == NOT_APPLICABLE
+    assert RATE_CELL.match(table[COIN][PLAIN_PYRO])
