@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import imported_modules, read_scalars, read_summary, run_train_py
 
 
+@pytest.mark.slow  # train.py's run folder and resume stay fast in test_first_hour
 def test_train_py_writes_the_run_folder_and_resumes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_train_py(

@@ -77,6 +77,21 @@ COMPONENT_REFUSALS = [
     (["elbo._target_=pyro.infer.RenyiELBO"], "elbo._target_=pyro.infer.RenyiELBO: has no differentiable_loss"),
     (["elbo._target_=torch.optim.Adam"], "elbo._target_=torch.optim.Adam: not a Pyro ELBO class"),
 ]
+# A check another case makes fast on another component (takes no argument, cannot be imported, refused
+# by its class): these run in the slow suite only.
+REPEATED_CHECKS = {
+    "guide=normal +guide.init_scael=0.1",
+    "guide=custom guide._target_=no_such_file.guide",
+    "optim._target_=torch.optim.Adamm",
+    "+optim.foo=1",
+    "optim=sgd optim.momentum=-0.5",
+}
+
+
+def component_case(overrides: list[str], message: str):
+    """The case named by its overrides; slow when it repeats a check."""
+    name = " ".join(overrides)
+    return pytest.param(overrides, message, id=name, marks=pytest.mark.slow if name in REPEATED_CHECKS else ())
 
 
 def assert_refused_before_torch(result, message: str) -> None:
@@ -93,7 +108,7 @@ def test_bad_value_is_refused_before_torch_is_imported(tmp_path: Path, overrides
     assert_refused_before_torch(result, message)
 
 
-@pytest.mark.parametrize(("overrides", "message"), COMPONENT_REFUSALS, ids=[" ".join(o) for o, _ in COMPONENT_REFUSALS])
+@pytest.mark.parametrize(("overrides", "message"), [component_case(*case) for case in COMPONENT_REFUSALS])
 def test_a_bad_component_is_refused_in_one_line_before_lightning_is_imported(
     tmp_path: Path, overrides: list[str], message: str
 ) -> None:

@@ -104,8 +104,14 @@ def test_own_model_by_its_target_alone(user_folder: Path) -> None:
     ("overrides", "message"),
     [
         (["model=custom"], "model._target_ is not set: give the dotted path of your Pyro model"),
-        (["model=custom", "model._target_=my_models.nowhere.Model"], "my_models.nowhere.Model: cannot be imported"),
-        (["model=custom", "model._target_=torch.nn.Linear"], "model._target_=torch.nn.Linear brings no data set"),
+        pytest.param(
+            ["model=custom", "model._target_=my_models.nowhere.Model"], "my_models.nowhere.Model: cannot be imported",
+            marks=pytest.mark.slow,  # as test_early_checks' no_such_package.Model
+        ),
+        pytest.param(
+            ["model=custom", "model._target_=torch.nn.Linear"], "model._target_=torch.nn.Linear brings no data set",
+            marks=pytest.mark.slow,  # as test_early_checks' textwrap.indent
+        ),
     ],
 )  # fmt: skip
 def test_a_bad_model_target_exits_2_with_a_reason(user_folder: Path, overrides: list[str], message: str) -> None:

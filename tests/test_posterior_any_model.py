@@ -312,6 +312,7 @@ print(start, after_summary, peak_mb())
 """
 
 
+@pytest.mark.slow  # bounded draws stay fast in test_draws_too_many_for_all_rows_run_on_the_first_rows
 def test_a_4096_image_vae_summary_and_picture_stay_under_a_gigabyte() -> None:
     # Before: the picture drew 1,000 joint samples over all 4,096 images at once (+2 GB here, 24 GB
     # for the tutorial's VAE). ru_maxrss is the process's peak, so each step's growth is an upper bound.
@@ -344,7 +345,7 @@ train(compose_config("trainer.max_steps=12", "checkpoint.every_n_steps=5"), Path
     ("stop", "returncode"),
     [
         ("os._exit(17)", 17),  # as an OOM kill would: no exception, no hook, no flush
-        ("raise KeyboardInterrupt", 1),  # Ctrl-C: Lightning's on_exception hooks, then exit status 1
+        pytest.param("raise KeyboardInterrupt", 1, marks=pytest.mark.slow),  # Ctrl-C: on_exception hooks, exit 1
     ],
     ids=["killed", "interrupted"],
 )

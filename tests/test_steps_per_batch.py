@@ -22,9 +22,9 @@ def same(a: object, b: object, exact: bool) -> bool:
 
 @pytest.mark.parametrize(
     ("mode", "exact"),
-    [([], True), (["compile.enabled=true", "compile.backend=fx"], False)],
+    [([], True), pytest.param(["compile.enabled=true", "compile.backend=fx"], False, marks=pytest.mark.slow)],
     ids=["eager", "compiled"],
-)
+)  # compiled runs take 100 steps a batch by default: test_compiled keeps them fast
 def test_several_steps_per_batch_take_the_same_steps_and_log_the_same_values(
     train_in_process, tmp_path: Path, mode: list[str], exact: bool
 ) -> None:

@@ -153,7 +153,8 @@ def test_compare_runs_without_jobs_exits_2(tmp_path: Path) -> None:
     assert f"no job with a summary.json under {tmp_path}" in result.stderr
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+# submitit_local (SLURM's plugin) stays fast; joblib runs in the slow suite.
+@pytest.mark.parametrize("launcher", [pytest.param("joblib", marks=pytest.mark.slow), "submitit_local"])
 def test_parallel_launchers_run_for_real(tmp_path: Path, launcher: str) -> None:
     sweep_dir = tmp_path / "sweep"
     result = run_train_py(
