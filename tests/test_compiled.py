@@ -82,6 +82,18 @@ def test_a_logger_that_reads_theta_before_the_update_sees_it_before_the_update(
     assert ThetaAroundUpdate.seen[-1][1] == pytest.approx(summary["theta"]["alpha"], rel=1e-6)
 
 
+@pytest.mark.slow
+def test_a_second_run_takes_its_compiled_step_from_the_cache(train_in_process, tmp_path: Path) -> None:
+    """Inductor's cache in ``compile.cache_dir`` serves the next run of the same step (a sweep's jobs): the
+    first run compiles, the second reports a hit and spends a fraction of the first's compile time."""
+    run = ["trainer.max_steps=5", "compile.enabled=true", f"compile.cache_dir={tmp_path / 'inductor'}"]
+    first = train_in_process(*run, run_dir=tmp_path / "first")
+    second = train_in_process(*run, run_dir=tmp_path / "second")
+    assert first["timing"]["compile_cache_hit"] is False and second["timing"]["compile_cache_hit"] is True
+    assert any((tmp_path / "inductor").iterdir())
+    assert second["theta"] == pytest.approx(first["theta"], rel=1e-6)  # the same step, from the cache
+
+
 def test_a_model_that_branches_on_a_sample_trains_eagerly_and_says_why(train_in_process, tmp_path: Path) -> None:
     model = ["model._target_=tests.branching_model.BranchingModel", "~model.alpha_init", "~model.beta_init",
              "elbo.vectorize_particles=false"]  # fmt: skip

@@ -41,6 +41,10 @@ EARLY_REFUSALS = [
     (["data.synthetic={num_groups:0}"], "data.synthetic.num_groups=0: must be an integer >= 1."),
     (["data.synthetic=5"], "data.synthetic=5: must be null or a mapping"),
     (["compile.enabled=yes"], "compile.enabled='yes': must be true or false."),
+    (
+        ["compile.cache_dir=/dev/null/inductor"],
+        "compile.cache_dir=/dev/null/inductor: /dev/null is a file, so no folder",
+    ),
 ]
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_svi.config.command_line import require_creatable_folder
 from lightning_svi.config.model_specs import BUILTIN_MODELS, ModelSpec
 from lightning_svi.config.requirements import (
     Requirement,
@@ -237,6 +238,15 @@ def check_checkpoint_path(path: Any) -> None:
         )
 
 
+def check_compile_cache_dir(path: Any) -> None:
+    """``compile.cache_dir``: a folder this process may create or write into, or null (torch's default)."""
+    if path is None:
+        return
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(f"compile.cache_dir={path!r}: a folder for inductor's cache, or null for torch's default.")
+    require_creatable_folder("compile.cache_dir", str(Path(path).expanduser()))
+
+
 def check_steps_per_batch(steps: Any, batch_size: Any) -> None:
     require_int("steps_per_batch", steps, 1, optional=True)
     if steps is not None and steps > 1 and batch_size is not None:
@@ -279,6 +289,7 @@ def check_config(cfg: DictConfig) -> None:
     require_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, 1)
     require_bool("compile.enabled", cfg.compile.enabled)
     require_choice("compile.backend", cfg.compile.backend, COMPILE_BACKENDS)
+    check_compile_cache_dir(cfg.compile.get("cache_dir"))
     check_steps_per_batch(cfg.get("steps_per_batch"), cfg.data.get("batch_size"))
     require_int("tensorboard.image_every_n_steps", cfg.tensorboard.image_every_n_steps, 1, optional=True)
     require_int("tensorboard.sampled_every_n_steps", cfg.tensorboard.sampled_every_n_steps, 1, optional=True)

@@ -80,7 +80,7 @@ def require_creatable_folder(key: str, value: str) -> None:
             continue
         if not path.is_dir():
             raise ConfigError(
-                f"{key}={value}: {path} is a file, so the run folder cannot be created under it; "
+                f"{key}={value}: {path} is a file, so no folder can be created under it; "
                 "give a path whose existing part is a folder."
             )
         if not os.access(path, os.W_OK | os.X_OK):

@@ -231,6 +231,8 @@ class RunSummary(StepLogger):
                 "steps_per_second": self.steps_timed / loop_seconds if loop_seconds > 0 else None,
                 # compile.enabled=true: tracing and compiling the step, before the loop (not in its rate)
                 "compile_seconds": pl_module.engine.compile_seconds if pl_module.engine else None,
+                # compile.backend=inductor: whether its cache (compile.cache_dir) held the compiled step
+                "compile_cache_hit": pl_module.engine.compile_cache_hit if pl_module.engine else None,
             },
         }
         if getattr(pl_module, "compile_fallback", None) is not None:  # compile.enabled=true, but it trained eagerly

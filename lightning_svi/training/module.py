@@ -84,9 +84,9 @@ class SVIModule(pl.LightningModule):
         self.last_traces: LogProbs | None = None
         self.last_statistics: StepStatistics | None = None  # what the step computed itself (compiled mode)
         # The trainer's step loggers, merged into one hook each (set in on_train_start).
-        self.log_before_step: Callable[..., Metrics] = merged([])
-        self.log_before_update: Callable[..., Metrics] = merged([])
-        self.log_after_update: Callable[..., Metrics] = merged([])
+        self.log_before_step: Callable[..., Metrics] = merged([], "before_step")
+        self.log_before_update: Callable[..., Metrics] = merged([], "before_update")
+        self.log_after_update: Callable[..., Metrics] = merged([], "after_update")
         self.sides: ParameterSides | None = None  # θ and φ by use, found in setup
 
     @property
@@ -125,9 +125,9 @@ class SVIModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         loggers = [callback for callback in self.trainer.callbacks if isinstance(callback, StepLogger)]
-        self.log_before_step = merged([logger.before_step for logger in loggers])
-        self.log_before_update = merged([logger.before_update for logger in loggers])
-        self.log_after_update = merged([logger.after_update for logger in loggers])
+        self.log_before_step = merged(loggers, "before_step")
+        self.log_before_update = merged(loggers, "before_update")
+        self.log_after_update = merged(loggers, "after_update")
         self.engine = self._step_engine(all(logger.reads_results_before_update() for logger in loggers))
 
     def _plain_precision(self) -> bool:

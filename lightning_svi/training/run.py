@@ -4,6 +4,7 @@ callbacks, logger, trainer, fit."""
 from __future__ import annotations
 
 import inspect
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -214,8 +215,25 @@ def train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None =
     is what a sweeper maximises).
     """
     quiet_known_noise()
-    with pyro_settings_restored():
+    with pyro_settings_restored(), inductor_cache(cfg.compile.get("cache_dir")):
         return _train(cfg, Path(run_dir), table)
+
+
+@contextmanager
+def inductor_cache(folder: str | None) -> Iterator[None]:
+    """``compile.cache_dir`` as inductor's cache folder for this run (DDP's processes inherit it)."""
+    if folder is None:
+        yield
+        return
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(folder).expanduser().resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR")
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
 
 
 def _train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class EagerStep:
     """Pyro's ELBO and autograd, as ``SVI.step`` runs them."""
 
     compile_seconds: float | None = None  # tracing and compiling, for the run's summary
+    compile_cache_hit: bool | None = None  # whether inductor's cache held the compiled step
     reports_evidence = False  # whether the step's statistics hold the closed-form evidence
 
     def __init__(self, svi: nn.Module, estimator: ELBO, route: UpdateRoute) -> None:
@@ -115,7 +116,7 @@ class CompiledStep(EagerStep):
             # The graph applies the optimizer's update unseen by torch's schedulers, whose wrapper of
             # ``optimizer.step`` sets this flag; without it the first schedule step warns of a wrong order.
             compiled.optimizer._opt_called = True
-        self.compile_seconds = compiled.compile_seconds
+        self.compile_seconds, self.compile_cache_hit = compiled.compile_seconds, compiled.cache_hit
         self.reports_evidence = compiled.reports_evidence
 
     def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs, StepStatistics]:
