@@ -188,6 +188,7 @@ def quiet_runs() -> None:
     logging.getLogger("pyro").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="pytorch_lightning")
     warnings.filterwarnings("ignore", message=".*found no sample sites configured for enumeration.*")
+    warnings.filterwarnings("ignore", message="compile.enabled=true: ")  # the notes say why a run fell back
 
 
 def versions(with_numpyro: bool) -> str:
