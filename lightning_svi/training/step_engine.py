@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from pyro.infer import ELBO
@@ -25,11 +26,13 @@ from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from lightning_svi.compile.compiled_step import CompiledSVIStep
 from lightning_svi.core.estimators import LogProbs
 from lightning_svi.core.step_statistics import StepStatistics
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.lightning_state import count_step
+
+if TYPE_CHECKING:
+    from lightning_svi.compile.compiled_step import CompiledSVIStep
 
 
 @dataclass

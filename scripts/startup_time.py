@@ -1,0 +1,97 @@
+"""Seconds from ``python train.py`` to its first line and to its first training step, as a user sees them.
+
+    python scripts/startup_time.py                 # the default run and compiled mode, 3 launches each
+    python scripts/startup_time.py --repeats 5 -- model=gmm
+
+Each launch runs ``train.py`` in a fresh process from a temporary folder, with its output through a
+pipe (plain progress lines), ``progress_bar_refresh_rate=1`` and 10 steps; the time of the first
+line on stdout and of the first ``step n/N`` line (printed after the first Lightning batch, a few
+steps at most) are taken from the parent. Compiled launches also report the summary's
+``timing.compile_seconds`` and whether inductor's cache held the compiled step; the first compiled
+launch uses an empty cache (``compile.cache_dir``), the others the one it filled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
+STEPS = ["trainer.max_steps=10", "progress_bar_refresh_rate=1", "callbacks.diagnostics=null"]
+
+
+@dataclass(frozen=True)
+class Launch:
+    first_line: float
+    first_step: float
+    compile_seconds: float | None
+    cache_hit: bool | None
+
+
+def launch(overrides: list[str], folder: Path) -> Launch:
+    """One ``python train.py`` in ``folder``, timed from just before the process starts."""
+    command = [sys.executable, str(TRAIN_PY), *STEPS, f"hydra.run.dir={folder / 'run'}", *overrides]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first_line = first_step = None
+    output = []
+    for line in process.stdout:
+        now = time.perf_counter() - started
+        output.append(line)
+        first_line = now if first_line is None else first_line
+        if first_step is None and line.startswith("step "):
+            first_step = now
+    if process.wait() != 0 or first_step is None:
+        raise SystemExit(f"train.py {' '.join(overrides)} failed:\n{''.join(output[-20:])}")
+    timing = json.loads((folder / "run" / "summary.json").read_text())["timing"]
+    return Launch(first_line, first_step, timing["compile_seconds"], timing.get("compile_cache_hit"))
+
+
+def measure(overrides: list[str], repeats: int) -> list[Launch]:
+    with tempfile.TemporaryDirectory() as cache:
+        launches = []
+        for index in range(repeats):
+            with tempfile.TemporaryDirectory() as folder:
+                launches.append(launch([*overrides, f"compile.cache_dir={cache}"], Path(folder)))
+            print(f"  {' '.join(overrides) or 'default'} #{index + 1}: {launches[-1]}", file=sys.stderr)
+        return launches
+
+
+def row(title: str, launches: list[Launch]) -> str:
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):.1f} s ({min(values):.1f}–{max(values):.1f})"
+
+    compiled = [launch.compile_seconds for launch in launches if launch.compile_seconds is not None]
+    compile_cell = "–"
+    if compiled:
+        hits = ["hit" if launch.cache_hit else "miss" for launch in launches]
+        compile_cell = ", ".join(f"{seconds:.1f} s ({hit})" for seconds, hit in zip(compiled, hits, strict=True))
+    first_lines = [launch.first_line for launch in launches]
+    first_steps = [launch.first_step for launch in launches]
+    return f"| {title} | {cell(first_lines)} | {cell(first_steps)} | {compile_cell} |"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("overrides", nargs="*", help="train.py overrides for every launch (after --)")
+    args = parser.parse_args(argv)
+    runs = {
+        "python train.py": args.overrides,
+        "python train.py compile.enabled=true": [*args.overrides, "compile.enabled=true"],
+    }
+    rows = [row(title, measure(overrides, args.repeats)) for title, overrides in runs.items()]
+    print("| command | first line (median, range) | first training step (median, range) | compile (each launch) |")
+    print("| --- | --- | --- | --- |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
