@@ -237,9 +237,12 @@ def rss_cells(measurements: dict[str, list[Measurement]]) -> list[str]:
 def notes(setting: Setting, measurements: dict[str, list[Measurement]]) -> list[str]:
     """The setting's own note, and why a compiled mode trained eagerly."""
     lines = [f"{setting.title}: {setting.note}"] if setting.note else []
+    modes_of: dict[str, list[str]] = {}  # reason -> the modes that gave it
     for mode, runs in measurements.items():
         for reason in dict.fromkeys(m.fallback for m in runs if m.fallback):
-            lines.append(f"{setting.title}: {MODES[mode].title} fell back to eager: {reason}")
+            modes_of.setdefault(reason, []).append(MODES[mode].title)
+    for reason, titles in modes_of.items():
+        lines.append(f"{setting.title}: {', '.join(titles)} fell back to eager: {reason}")
     return lines
 
 
