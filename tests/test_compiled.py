@@ -94,6 +94,20 @@ def test_a_second_run_takes_its_compiled_step_from_the_cache(train_in_process, t
     assert second["theta"] == pytest.approx(first["theta"], rel=1e-6)  # the same step, from the cache
 
 
+@pytest.mark.parametrize("arguments", ["tensor, tensor", "tensor, float", "float, tensor"])
+def test_the_inductor_graph_draws_normals_as_torch_normal_does(arguments: str) -> None:
+    """``torch.normal`` goes into the inductor graph as ``randn * std + mean`` (inductor's own decomposition
+    leaves a slow Python fallback): the same draws from the same generator state."""
+    from lightning_svi.compile.compiled_step import _normal
+
+    mean, std = torch.tensor([[0.0], [1.0]]), torch.tensor([1.0, 2.0, 3.0])
+    args = {"tensor, tensor": (mean, std), "tensor, float": (mean, 2.0), "float, tensor": (0.5, std)}[arguments]
+    torch.manual_seed(0)
+    expected = torch.normal(*args)
+    torch.manual_seed(0)
+    assert torch.equal(_normal(*args), expected)
+
+
 def test_a_model_that_branches_on_a_sample_trains_eagerly_and_says_why(train_in_process, tmp_path: Path) -> None:
     model = ["model._target_=tests.branching_model.BranchingModel", "~model.alpha_init", "~model.beta_init",
              "elbo.vectorize_particles=false"]  # fmt: skip

@@ -29,6 +29,10 @@ class StepStatistics:
     log_evidence: torch.Tensor | None = None
 
 
-def gradient_norm(gradients: list[torch.Tensor]) -> torch.Tensor:
-    """The L2 norm of several gradients taken together."""
+def gradient_norm(gradients: list[torch.Tensor], fused: bool = False) -> torch.Tensor:
+    """The L2 norm of several gradients taken together: eagerly one ``_foreach_norm`` kernel; ``fused``
+    (inside a compiled graph) as sums of squares, which inductor fuses into the kernels that make the
+    gradients, where ``_foreach_norm`` would run as a fallback call of its own."""
+    if fused:
+        return torch.sqrt(sum((gradient * gradient).sum() for gradient in gradients))
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradients)))
