@@ -17,7 +17,8 @@ compiled mode (inductor caches compiled graphs on disk, so later rounds are fast
 from the same initial state). The third gives each mode's peak resident memory (the largest round):
 every measurement runs in a process of its own (``bench_processes``), forked from this one after its
 imports, or ``python train.py`` under DDP (the largest of its processes). lightning-svi runs without
-their end-of-run diagnostics (``callbacks.diagnostics=null``): the table is about training.
+their end-of-run diagnostics (``callbacks.diagnostics=null``): the table is about training. The last
+marks issue 18's speed targets (``TARGETS``) met or not, each with its range over the rounds.
 
 Settings (``bench_settings.SETTINGS``): the built-in models on their synthetic data (the model's
 ``synthetic_data`` under lightning-svi's config, ``conf/model/<model>.yaml``, ``data.seed``), full
@@ -63,6 +64,7 @@ from bench_settings import (
     BuiltInSetting,
     RunOptions,
     Setting,
+    TutorialSetting,
     compose_setting,
     model_options,
     setting_data,
@@ -246,6 +248,60 @@ def notes(setting: Setting, measurements: dict[str, list[Measurement]]) -> list[
     return lines
 
 
+@dataclass(frozen=True)
+class Target:
+    """One of issue 18's speed targets: ``mode``'s rate at least ``at_least`` times ``over``'s, on the
+    settings it ``covers``."""
+
+    title: str
+    mode: str
+    over: str
+    at_least: float
+    covers: Callable[[Setting], bool] = always
+
+
+def is_tutorial(setting: Setting) -> bool:
+    return isinstance(setting, TutorialSetting)
+
+
+def full_batch_model(model: str) -> Callable[[Setting], bool]:
+    return lambda setting: setting.has_numpyro_program and getattr(setting, "model", None) == model
+
+
+TARGETS = [
+    Target("compiled (log every 10) ≥ 1.5x NumPyro", "compiled", "numpyro", 1.5, full_batch_model("beta_bernoulli")),
+    Target("compiled (log every 10) ≥ 1.0x NumPyro", "compiled", "numpyro", 1.0, full_batch_model("gmm")),
+    Target("lightning-svi (log every 10) ≥ 1.2x plain Pyro", "default", BASELINE, 1.2),
+    Target("lightning-svi (log every step) ≥ 1.0x plain Pyro", "log-every-step", BASELINE, 1.0),
+    Target("compiled ≥ 5x plain Pyro, or a fall-back with its reason", "compiled", BASELINE, 5.0, is_tutorial),
+]
+
+
+def target_rows(setting: Setting, measurements: dict[str, list[Measurement]]) -> list[str]:
+    """A row per target that covers ``setting`` and was measured: the ratio of medians (as the rate table),
+    its range over rounds (each round's two runs taken side by side), and whether it is met."""
+    rows = []
+    for target in TARGETS:
+        ours, theirs = measurements.get(target.mode, []), measurements.get(target.over, [])
+        if not target.covers(setting) or not ours or not theirs:
+            continue
+        if any(m.fallback for m in ours):
+            rows.append(table_row(target.title, [setting.title, "–", "–", "fell back to eager (see notes)"]))
+            continue
+        ratio = statistics.median(m.steps_per_second for m in ours) / statistics.median(
+            m.steps_per_second for m in theirs
+        )
+        per_round = [a.steps_per_second / b.steps_per_second for a, b in zip(ours, theirs, strict=True)]
+        verdict = "met" if ratio >= target.at_least else "not met"
+        if min(per_round) < target.at_least <= ratio:
+            verdict += " (not in every round)"
+        elif ratio < target.at_least <= max(per_round):
+            verdict += " (met in some rounds)"
+        cells = [setting.title, f"{ratio:.2f}x", f"{min(per_round):.2f}–{max(per_round):.2f}x", verdict]
+        rows.append(table_row(target.title, cells))
+    return rows
+
+
 def table_row(first: str, cells: list[str]) -> str:
     return f"| {first} | {' | '.join(cells)} |"
 
@@ -302,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"threads: {threads}; {os.cpu_count()} CPUs; {args.rounds} rounds x {args.steps} steps "
           f"(warm-up {args.warmup}); compile.backend={args.compile_backend}")  # fmt: skip
     print_header("setting", args.modes)
-    setup_rows, rss_rows, note_lines = [], [], []
+    setup_rows, rss_rows, note_lines, targets = [], [], [], []
     for key in args.settings:
         setting = SETTINGS[key]
         measurements = measure_setting(setting, args.modes, run, args.rounds)
@@ -310,10 +366,14 @@ def main(argv: list[str] | None = None) -> None:
         setup_rows.append(table_row(setting.title, setup_cells(measurements)))
         rss_rows.append(table_row(setting.title, rss_cells(measurements)))
         note_lines += notes(setting, measurements)
+        targets += target_rows(setting, measurements)
     print_header("seconds outside the timed loop", args.modes)
     print("\n".join(setup_rows))
     print_header("peak RSS (largest round)", args.modes)
     print("\n".join(rss_rows))
+    if targets:
+        print("\n| target | setting | ratio (medians) | range over rounds | |\n| --- | --- | --- | --- | --- |")
+        print("\n".join(targets))
     if note_lines:
         print("\nnotes:\n" + "\n".join(f"- {line}" for line in note_lines))
 

@@ -21,7 +21,7 @@ class TraceLogger(StepLogger):
     and on the last step (never when None). Everything else comes from the training pass.
     """
 
-    def __init__(self, per_site: bool = True, sampled_every_n_steps: int | None = 100) -> None:
+    def __init__(self, per_site: bool = True, sampled_every_n_steps: int | None = 1000) -> None:
         self.per_site = per_site
         self.sampled_every_n_steps = sampled_every_n_steps
         self._sampled_at: int | None = None
