@@ -44,6 +44,8 @@ from lightning_svi.core.svi_model import Batch
 from lightning_svi.errors import UserInputError
 
 BACKENDS = ("fx", "inductor")
+# The graph's named outputs after the loss and gradients, in order (``_step``; empty where not computed).
+OUTPUT_GROUPS = ("log_p", "log_q", "gradient_norms", "log_evidence", "parameters")
 aten = torch.ops.aten
 
 
@@ -217,8 +219,8 @@ class CompiledSVIStep:
             adam = None
         batch = dict(zip(self._batch_names, rest, strict=True))
         loss, gradients, named = self._step(values, adam, batch)
-        self._layout = [list(group) for group in named]
-        return [loss, *gradients, *(value for group in named for value in group.values())]
+        self._layout = {group: list(outputs) for group, outputs in named.items()}
+        return [loss, *gradients, *(value for outputs in named.values() for value in outputs.values())]
 
     def _step(self, values: list[torch.Tensor], adam: tuple | None, batch: Batch) -> tuple[Any, ...]:
         """The loss and gradients, then the named outputs: log p and log q per site and, with the
@@ -229,12 +231,13 @@ class CompiledSVIStep:
         gradients = [torch.zeros_like(value) if g is None else g for value, g in zip(inputs, gradients, strict=True)]
         traces = self.estimator.last_traces
         self._enumerated = traces.is_enumerated if isinstance(traces, StepTraces) else False
-        named: list[dict[str, torch.Tensor]] = [traces.log_p_sites, traces.log_q_sites, {}, {}, {}]
+        named: dict[str, dict[Any, torch.Tensor]] = {group: {} for group in OUTPUT_GROUPS}
+        named.update(log_p=traces.log_p_sites, log_q=traces.log_q_sites)
         if adam is not None:
-            named[2] = self._gradient_norms(gradients)
-            named[3] = self._log_evidence(values, batch)  # θ before the update
+            named["gradient_norms"] = self._gradient_norms(gradients)
+            named["log_evidence"] = self._log_evidence(values, batch)  # θ before the update
             self._adam(values, gradients, *adam)
-            named[4] = self._small_parameters(values)  # after it
+            named["parameters"] = self._small_parameters(values)  # after it
         return loss.detach(), gradients, named
 
     def _gradient_norms(self, gradients: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -257,8 +260,8 @@ class CompiledSVIStep:
             )  # fmt: skip
         return {} if evidence is None else {"log_evidence": evidence}
 
-    def _small_parameters(self, values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Constrained values of the parameters small enough to log element by element, as ``side/name``."""
+    def _small_parameters(self, values: list[torch.Tensor]) -> dict[tuple[str, str], torch.Tensor]:
+        """Constrained values of the parameters small enough to log element by element, by (side, name)."""
         if self.sides is None:
             return {}
         index_of = {id(parameter): index for index, parameter in enumerate(self.parameters)}
@@ -267,7 +270,7 @@ class CompiledSVIStep:
             for name, (parameter, constraint) in named.items():
                 if id(parameter) in index_of and parameter.numel() <= SMALL_PARAMETER:
                     value = values[index_of[id(parameter)]]
-                    small[f"{side}/{name}"] = constrained({name: (value, constraint)})[name].clone()
+                    small[side, name] = constrained({name: (value, constraint)})[name].clone()
         return small
 
     def _adam(self, values: list[torch.Tensor], gradients: list[torch.Tensor], moments: list, rates, flag) -> None:
@@ -300,19 +303,16 @@ class CompiledSVIStep:
         if not update:
             for parameter, gradient in zip(self.parameters, out[1 : 1 + count], strict=True):
                 parameter.grad = gradient
-        named, position = [], 1 + count
-        for names in self._layout:
-            named.append(dict(zip(names, out[position : position + len(names)], strict=True)))
-            position += len(names)
-        log_p, log_q, norms, evidence, small = named
+        named, position = {}, 1 + count
+        for group, keys in self._layout.items():
+            named[group] = dict(zip(keys, out[position : position + len(keys)], strict=True))
+            position += len(keys)
         parameters: dict[str, dict[str, torch.Tensor]] = {}
-        if update:
-            for tag, value in small.items():
-                side, name = tag.split("/", 1)
-                parameters.setdefault(side, {})[name] = value
+        for (side, name), value in named["parameters"].items() if update else ():
+            parameters.setdefault(side, {})[name] = value
         sampled = (lambda: self._sampled_log_probs(batch)) if self._enumerated else None
-        statistics = StepStatistics(norms, parameters, evidence.get("log_evidence"))
-        return out[0], ComputedLogProbs(log_p, log_q, sampled), statistics
+        statistics = StepStatistics(named["gradient_norms"], parameters, named["log_evidence"].get("log_evidence"))
+        return out[0], ComputedLogProbs(named["log_p"], named["log_q"], sampled), statistics
 
     def _sampled_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The sites of enumerated blocks at one posterior sample of the enumerated values, as the
@@ -326,7 +326,7 @@ class CompiledSVIStep:
     @property
     def reports_evidence(self) -> bool:
         """Whether every step's statistics hold the model's closed-form evidence."""
-        return bool(self._layout[3])
+        return bool(self._layout["log_evidence"])
 
     def advance(self, batch: Batch) -> None:
         """One step on ``batch`` whose update the graph applies itself (Adam in the graph); nothing

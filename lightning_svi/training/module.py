@@ -103,7 +103,7 @@ class SVIModule(pl.LightningModule):
         # Creates lazy parameters (autoguides, pyro.param statements) before the optimizer and DDP
         # see the module, checks the model and guide once with Pyro's validation, finds θ and φ.
         datamodule = self.trainer.datamodule
-        full_batch = datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
+        full_batch = _whole_data_per_batch(datamodule)
         # A step sees a minibatch, or under DDP a shard: the model must scale it up to the full data.
         rows = min(datamodule.batch_size or datamodule.num_rows, datamodule.num_rows // self.trainer.world_size)
         step_batch = _first_rows(datamodule, rows) if rows < datamodule.num_rows else None
@@ -157,8 +157,7 @@ class SVIModule(pl.LightningModule):
         distributed = self.trainer.world_size > 1
         # Under DDP the gradients are averaged between the graph and the update: the update stays out of the graph.
         in_graph_optimizer = None if distributed else optimizer.optimizer
-        datamodule = self.trainer.datamodule
-        whole_data = datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
+        whole_data = _whole_data_per_batch(self.trainer.datamodule)
         try:
             with untouched_rng(self.device):  # a failed trace leaves the eager run's draws as they were
                 compiled = CompiledSVIStep(
@@ -234,6 +233,11 @@ class SVIModule(pl.LightningModule):
             return optimizer
         # Manual optimization: Lightning checkpoints the schedule; the step engine steps it after each update.
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def _whole_data_per_batch(datamodule: pl.LightningDataModule) -> bool:
+    """Whether each batch holds every row (no ``data.batch_size``, or one as large as the data)."""
+    return datamodule.batch_size is None or datamodule.batch_size >= datamodule.num_rows
 
 
 def _first_rows(datamodule: pl.LightningDataModule, rows: int) -> Batch:
