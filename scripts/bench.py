@@ -56,7 +56,6 @@ import pytorch_lightning
 import torch
 from bench_processes import in_child, train_py
 from bench_settings import (
-    CONF_DIR,
     GROUPS,
     ORIGINAL,
     REPO,
@@ -65,11 +64,11 @@ from bench_settings import (
     RunOptions,
     Setting,
     TutorialSetting,
+    compose_config,
     compose_setting,
     model_options,
     setting_data,
 )
-from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(REPO))  # the tutorials' YAML names tests.pyro_models.*, as train.py's folder provides it
 NUMPYRO_PACKAGES = ("numpyro", "jax", "funsor")
@@ -92,9 +91,7 @@ def train_in_process(overrides: list[str], run_dir: Path) -> dict:
     """``train.py``'s run without its imports (in a forked child): the run's summary."""
     from lightning_svi.training.run import train
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return train(cfg, run_dir)
+    return train(compose_config(overrides), run_dir)
 
 
 # The importance-weighted evidence, k-hat and ESS at the end: outside the timed loop, yet a minute

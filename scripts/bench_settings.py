@@ -179,9 +179,14 @@ ORIGINAL = ["forum-5k-1p", "forum-5k-10p", "forum-100k-10p", "gmm-10k"]  # the d
 GROUPS = {"all": list(SETTINGS), "tutorials": ["coin", "tutorial-gmm", "regression", "vae", "hmm"]}
 
 
-def compose_setting(setting: BuiltInSetting, *overrides: str) -> DictConfig:
+def compose_config(overrides: list[str]) -> DictConfig:
+    """lightning-svi's config (``conf/``) under ``overrides``, as ``train.py`` composes it."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[*setting.overrides(Path(), 0), *overrides])
+        return compose(config_name="config", overrides=overrides)
+
+
+def compose_setting(setting: BuiltInSetting, *overrides: str) -> DictConfig:
+    return compose_config([*setting.overrides(Path(), 0), *overrides])
 
 
 def model_options(cfg: DictConfig) -> dict:
