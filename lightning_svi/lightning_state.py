@@ -20,11 +20,6 @@ def count_step(trainer: Any) -> None:
     progress.increment_completed()
 
 
-def batches_taken(trainer: Any) -> int:
-    """Batches the training loop has used, without the one its data fetcher has prefetched."""
-    return trainer.fit_loop.epoch_loop.batch_progress.total.ready
-
-
 def stop_after_this_step(trainer: Any) -> None:
     """Stop the run as Lightning stops it on SIGTERM: after the current step, checkpointed by its
     callbacks, ``trainer.fit`` raising ``SIGTERMException``."""

@@ -44,3 +44,14 @@ def test_batches_carry_their_row_index() -> None:
     batch = next(iter(loader))
     assert torch.equal(batch["x"], batch["index"].float() * 10)
     assert len(batch["index"]) == 2
+
+
+@pytest.mark.parametrize("start", [0, 4])
+def test_grouped_batches_hold_the_same_minibatches_in_the_same_order(start: int) -> None:
+    """Groups of 1 to 3 minibatches, across pass boundaries (three minibatches a pass), from a resumed position."""
+    sizes = {start + offset: size for offset, size in zip((0, 2, 5, 6, 9), (2, 3, 1, 3, 2), strict=True)}
+    plain = take(EndlessBatchSampler(10, 3, shuffle=True, seed=5, start=start), 11)
+    grouped = take(EndlessBatchSampler(10, 3, shuffle=True, seed=5, start=start, group=sizes.__getitem__), 5)
+    assert [len(batch) for batch in grouped] == [3 * size for size in sizes.values()]
+    assert torch.equal(torch.cat(grouped), torch.cat(plain))
+    assert torch.equal(grouped[1], torch.cat(plain[2:5]))  # the second group: minibatches 2, 3, 4 after start

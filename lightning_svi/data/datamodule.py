@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lightning_svi.config.table import read_table
 from lightning_svi.core.svi_model import Batch, SVIModel
 from lightning_svi.data.readers import DtypeOption, read_columns
-from lightning_svi.lightning_state import batches_taken
 
 
 class TensorTable(Dataset):
@@ -53,23 +52,47 @@ class EndlessBatchSampler(Sampler[torch.Tensor]):
     """Batches of row indices without end: SVI counts optimizer steps, not epochs.
 
     Each pass over the data is split between DDP ranks first (rank r takes every world-size-th
-    row of the pass), then into batches, so every rank sees a different shard of equal size.
+    row of the pass), then into minibatches, so every rank sees a different shard of equal size.
     With ``shuffle`` every pass is a fresh permutation, identical on every rank (seeded by
     ``seed`` and the pass number). When the rows do not split evenly between ranks, the passes are
     shuffled too: the few rows left over then change from pass to pass instead of never being
-    seen (their local guide parameters would never train). Batch ``b`` depends on nothing else, so
-    a resumed run starts at batch ``start`` and draws exactly what the interrupted run would have
-    drawn next.
+    seen (their local guide parameters would never train). Minibatch ``b`` depends on nothing else,
+    so a resumed run starts at minibatch ``start`` and draws exactly what the interrupted run would
+    have drawn next.
+
+    ``group``, where given, puts several consecutive minibatches in one batch (one index tensor,
+    gathered at once): the batch that starts at minibatch ``b`` holds ``group(b)`` of them, the
+    same minibatches in the same order as one batch each.
     """
 
-    def __init__(self, num_rows: int, batch_size: int | None, shuffle: bool, seed: int = 0, start: int = 0) -> None:
+    def __init__(
+        self,
+        num_rows: int,
+        batch_size: int | None,
+        shuffle: bool,
+        seed: int = 0,
+        start: int = 0,
+        group: Callable[[int], int] | None = None,
+    ) -> None:
         self.num_rows = num_rows
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.start = start
+        self.group = group
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        minibatches = self._minibatches()
+        if self.group is None:
+            yield from minibatches
+            return
+        drawn = self.start
+        while True:
+            count = self.group(drawn)
+            yield torch.cat([next(minibatches) for _ in range(count)])
+            drawn += count
+
+    def _minibatches(self) -> Iterator[torch.Tensor]:
         rank, world_size = _process_group()
         shard_size = self.num_rows // world_size
         batch_size = min(self.batch_size or shard_size, shard_size)
@@ -94,8 +117,8 @@ class TensorDataModule(pl.LightningDataModule):
 
     Under DDP each rank draws its own shard (``EndlessBatchSampler``); set the trainer's
     ``use_distributed_sampler=False`` so that Lightning leaves the sampler alone. The number of
-    batches the training loop has taken travels in the checkpoint, so a resumed run continues the
-    sequence of batches instead of starting it again.
+    minibatches the training loop has used travels in the checkpoint, so a resumed run continues
+    the sequence of minibatches instead of starting it again.
     """
 
     def __init__(self, data: Batch, batch_size: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
@@ -105,15 +128,25 @@ class TensorDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.batches_taken = 0
+        self.minibatches_taken = 0
+        self._group: Callable[[int], int] | None = None
+
+    def group_minibatches(self, group: Callable[[int], int]) -> None:
+        """Put ``group(b)`` consecutive minibatches in the batch that starts at minibatch ``b``
+        (see ``EndlessBatchSampler``); called before the training loop asks for its data loader."""
+        self._group = group
 
     def state_dict(self) -> dict[str, int]:
+        # Each optimizer step uses one minibatch (one shard of the data under DDP), and a batch's
+        # steps all run before a callback can save it: the step count is the minibatches used,
+        # without those the data fetcher has prefetched.
         if self.trainer is None:
-            return {"batches_taken": self.batches_taken}
-        return {"batches_taken": batches_taken(self.trainer)}
+            return {"minibatches_taken": self.minibatches_taken}
+        return {"minibatches_taken": self.trainer.global_step}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self.batches_taken = state_dict["batches_taken"]
+        # "batches_taken": checkpoints written before batches held several minibatches (one per step then).
+        self.minibatches_taken = state_dict.get("minibatches_taken", state_dict.get("batches_taken", 0))
 
     @property
     def num_rows(self) -> int:
@@ -129,7 +162,9 @@ class TensorDataModule(pl.LightningDataModule):
         shuffle = self.batch_size is not None and self.batch_size < self.num_rows
         return DataLoader(
             self.table,
-            batch_sampler=EndlessBatchSampler(self.num_rows, self.batch_size, shuffle, self.seed, self.batches_taken),
+            batch_sampler=EndlessBatchSampler(
+                self.num_rows, self.batch_size, shuffle, self.seed, self.minibatches_taken, self._group
+            ),
             collate_fn=_already_batched,
             # Its own generator: creating the iterator must not draw from the global one the model samples from.
             generator=torch.Generator().manual_seed(self.seed),

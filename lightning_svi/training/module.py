@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pyro
@@ -22,9 +23,10 @@ from lightning_svi.core.programs.warmup import warm_up
 from lightning_svi.core.rng import untouched_rng
 from lightning_svi.core.step_statistics import StepStatistics
 from lightning_svi.core.svi_model import Batch
+from lightning_svi.data.datamodule import TensorDataModule
 from lightning_svi.logging.step_logger import Metrics, StepLogger, is_logging_step, log_scalars, merged
 from lightning_svi.training.distributed import average_gradients, mean_over_ranks, seed_ranks_apart
-from lightning_svi.training.observed_steps import resolve_steps_per_batch, steps_this_batch
+from lightning_svi.training.observed_steps import resolve_steps_per_batch, steps_this_batch, steps_to_observed
 from lightning_svi.training.step_engine import CompiledStep, EagerStep, UpdateRoute
 
 
@@ -74,6 +76,7 @@ class SVIModule(pl.LightningModule):
         self.compile_fallback: str | None = None  # why compile.enabled=true could not trace this model
         self.steps_per_batch_option = steps_per_batch
         self.steps_per_batch = 1  # decided in setup, once the number of processes is known
+        self.minibatch_rows: int | None = None  # rows of a step's minibatch when a batch holds several (setup)
         self.batch_steps = 1  # steps the latest batch ran (for the divergence guard's message)
         self.observed_every = observed_every  # checkpoint and picture intervals (see observed_steps)
         # The step applies its own update: Lightning's closure machinery for automatic optimization
@@ -113,9 +116,19 @@ class SVIModule(pl.LightningModule):
         # Pyro's per-step argument and support checks cost about as much as a small model's step.
         pyro.enable_validation(self.validate_every_step)
         seed_ranks_apart(self.trainer.global_rank, self.trainer.world_size)
+        groupable = isinstance(datamodule, TensorDataModule)
         self.steps_per_batch = resolve_steps_per_batch(
-            self.steps_per_batch_option, self.trainer.world_size, full_batch, compiled=self.compile_backend is not None
+            self.steps_per_batch_option,
+            self.trainer.world_size,
+            None if full_batch else rows,
+            groupable,
+            compiled=self.compile_backend is not None,
         )
+        if not full_batch and self.steps_per_batch > 1:
+            # The sampler sizes each batch as training_step will: up to the next observed step.
+            self.minibatch_rows = rows
+            every, max_steps, limit = self.observed_every, self.trainer.max_steps, self.steps_per_batch
+            datamodule.group_minibatches(partial(steps_to_observed, every=every, max_steps=max_steps, limit=limit))
         if self.compile_backend is not None and not self._plain_precision():
             from lightning_svi.compile.compiled_step import CompileError  # see _step_engine
 
@@ -154,6 +167,8 @@ class SVIModule(pl.LightningModule):
         # Traced here, once the optimizer (and a resumed run's state) exists: the graph may apply its update.
         example = next(iter(self.trainer.datamodule.train_dataloader()))
         example = {name: tensor.to(self.device) for name, tensor in example.items()}
+        if self.minibatch_rows is not None:  # a batch of minibatches: the graph takes one
+            example = {name: tensor[: self.minibatch_rows] for name, tensor in example.items()}
         distributed = self.trainer.world_size > 1
         # Under DDP the gradients are averaged between the graph and the update: the update stays out of the graph.
         in_graph_optimizer = None if distributed else optimizer.optimizer
@@ -176,22 +191,37 @@ class SVIModule(pl.LightningModule):
         return CompiledStep(compiled, route, average_gradients)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        """The SVI steps on ``batch`` up to the next one that a Lightning callback observes (a
-        checkpoint, a picture, the last step; see ``observed_steps``). Logged steps call the step
-        loggers wherever they fall; the batch's last step keeps its loss for the divergence guard,
-        which checks once per batch (no host sync per step: a non-finite value stays non-finite)."""
+        """The SVI steps up to the next one that a Lightning callback observes (a checkpoint, a
+        picture, the last step; see ``observed_steps``), each on ``batch`` (full-batch data) or on
+        its own minibatch of it. Logged steps call the step loggers wherever they fall; the batch's
+        last step keeps its loss for the divergence guard, which checks once per batch (no host sync
+        per step: a non-finite value stays non-finite)."""
         self.batch_steps = steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch)
-        for index in range(self.batch_steps):
+        for index, step_batch in enumerate(self._step_batches(batch)):
             step = self.trainer.global_step + 1
             if is_logging_step(self.trainer, step):
-                self._logged_step(batch, step)
+                self._logged_step(step_batch, step)
             elif index == self.batch_steps - 1:
-                self.last_loss, self.last_traces, self.last_statistics = self.engine.loss_and_gradients(batch)
+                self.last_loss, self.last_traces, self.last_statistics = self.engine.loss_and_gradients(step_batch)
                 self.engine.update()
             else:
-                self.engine.step(batch)
+                self.engine.step(step_batch)
             self._run_after_step()
         return self.last_loss
+
+    def _step_batches(self, batch: Batch) -> list[Batch]:
+        """What each of the batch's ``batch_steps`` steps reads: the batch itself with full-batch data,
+        else its consecutive minibatches (views, in the order the sampler drew them)."""
+        if self.minibatch_rows is None:
+            return [batch] * self.batch_steps
+        rows = self.minibatch_rows
+        if len(batch["index"]) != rows * self.batch_steps:
+            raise RuntimeError(
+                f"a batch of {len(batch['index'])} rows at step {self.trainer.global_step}: expected "
+                f"{self.batch_steps} minibatches of {rows} (the sampler and the step count disagree)"
+            )
+        columns = {name: tensor.split(rows) for name, tensor in batch.items()}
+        return [dict(zip(columns, parts, strict=True)) for parts in zip(*columns.values(), strict=True)]
 
     def _logged_step(self, batch: Batch, step: int) -> None:
         """A step the loggers read: θ before the step, its estimates (averaged over ranks under DDP),
