@@ -1,4 +1,5 @@
-"""What ``train.py`` does to start faster: torch and Lightning imported without the garbage collector walking them."""
+"""What ``train.py`` does to reach its first step sooner: torch and Lightning imported without the garbage
+collector walking them, and the heavy optional libraries imported only where they are used."""
 
 from __future__ import annotations
 
@@ -22,6 +23,20 @@ again = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
 print(json.dumps({"first": first, "again": again}))
 """
 
+# What the layers below Lightning import only inside the functions that use them: a run pays for these where it
+# draws a picture, fits a NUTS reference or exports to ArviZ, not before its first step. (compile/ imports
+# inductor by design: only compiled runs load it.)
+OPTIONAL_HEAVY = ("matplotlib", "scipy", "arviz", "pandas", "sympy", "torch._dynamo", "torch._inductor")
+BELOW_LIGHTNING = ("errors", "lightning_state", "config", "core", "analysis", "models")
+IMPORT_LAYERS = f"""
+import importlib, pkgutil, sys
+import lightning_svi
+for module in pkgutil.walk_packages(lightning_svi.__path__, "lightning_svi."):
+    if module.name.split(".")[1] in {BELOW_LIGHTNING!r}:
+        importlib.import_module(module.name)
+print(sorted(name for name in {OPTIONAL_HEAVY!r} if name in sys.modules))
+"""
+
 
 def test_torch_is_imported_without_a_collection_and_what_it_built_is_frozen_once() -> None:
     result = subprocess.run([sys.executable, "-c", IMPORT_TORCH], capture_output=True, text=True, check=True)
@@ -30,3 +45,8 @@ def test_torch_is_imported_without_a_collection_and_what_it_built_is_frozen_once
     assert report["first"]["enabled"]
     assert report["first"]["frozen"] > 100_000  # torch's modules, classes and functions
     assert report["again"] == {"enabled": True, "frozen": report["first"]["frozen"]}
+
+
+def test_the_layers_below_lightning_import_plotting_scipy_and_arviz_only_where_they_use_them() -> None:
+    result = subprocess.run([sys.executable, "-c", IMPORT_LAYERS], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
