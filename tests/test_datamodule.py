@@ -55,3 +55,13 @@ def test_grouped_batches_hold_the_same_minibatches_in_the_same_order(start: int)
     assert [len(batch) for batch in grouped] == [3 * size for size in sizes.values()]
     assert torch.equal(torch.cat(grouped), torch.cat(plain))
     assert torch.equal(grouped[1], torch.cat(plain[2:5]))  # the second group: minibatches 2, 3, 4 after start
+
+
+@pytest.mark.parametrize("key", ["minibatches_taken", "batches_taken"], ids=["current", "before-grouping"])
+def test_a_loaded_position_starts_the_loader_at_that_minibatch(key: str) -> None:
+    """Checkpoints written before batches held several minibatches call the position ``batches_taken``."""
+    module = TensorDataModule({"x": torch.arange(10.0)}, batch_size=3, seed=2)
+    module.load_state_dict({key: 7})
+    first = next(iter(module.train_dataloader()))
+    assert torch.equal(first["index"], take(EndlessBatchSampler(10, 3, shuffle=True, seed=2), 8)[7])
+    assert module.state_dict() == {"minibatches_taken": 7}
