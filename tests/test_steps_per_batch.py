@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import read_scalars, run_train_py
+from tests.conftest import read_scalars, read_summary, run_train_py
 
 RUN = ["model=beta_bernoulli", "trainer.max_steps=53", "trainer.log_every_n_steps=5", "checkpoint.every_n_steps=20"]
 LOGGED = ["train/elbo", "trace/log_p", "theta/alpha", "phi/qa", "grad_norm/theta", "evidence/log_evidence",
@@ -45,11 +45,18 @@ def test_several_steps_per_batch_take_the_same_steps_and_log_the_same_values(
     assert seven["timing"]["steps_per_second"] > 0
 
 
-def test_several_steps_per_minibatch_are_refused_before_training(tmp_path: Path) -> None:
-    result = run_train_py("steps_per_batch=5", "data.batch_size=10", cwd=tmp_path, timeout=60)
-    assert result.returncode == 2
-    assert "steps_per_batch=5 with data.batch_size=10" in result.stderr
-    assert "use steps_per_batch=1 (or null), or data.batch_size=null" in result.stderr
+def test_several_steps_per_minibatch_run_each_on_its_own_minibatch(tmp_path: Path) -> None:
+    """``train.py`` accepts steps_per_batch with minibatches: each batch carries one minibatch per step,
+    ended early at the checkpoint (the sampler's grouping itself: tests/test_grouped_minibatches.py)."""
+    result = run_train_py(
+        "model=beta_bernoulli", "steps_per_batch=5", "data.batch_size=10", "trainer.max_steps=12",
+        "checkpoint.every_n_steps=6", "callbacks.diagnostics=null", "hydra.run.dir=run", cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert read_summary(tmp_path / "run")["steps"] == 12
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 12
+    assert checkpoint["TensorDataModule"] == {"minibatches_taken": 12}
 
 
 def test_divergence_inside_a_batch_is_caught_at_its_end_and_says_which_steps(train_in_process) -> None:

@@ -247,13 +247,10 @@ def check_compile_cache_dir(path: Any) -> None:
     require_creatable_folder("compile.cache_dir", str(Path(path).expanduser()))
 
 
-def check_steps_per_batch(steps: Any, batch_size: Any) -> None:
+def check_steps_per_batch(steps: Any) -> None:
+    """Any positive count, also with minibatches: a batch then carries one minibatch per step
+    (``TensorDataModule.group_minibatches``)."""
     require_int("steps_per_batch", steps, 1, optional=True)
-    if steps is not None and steps > 1 and batch_size is not None:
-        raise ConfigError(
-            f"steps_per_batch={steps} with data.batch_size={batch_size}: several steps on one batch "
-            "would reuse a minibatch; use steps_per_batch=1 (or null), or data.batch_size=null."
-        )
 
 
 DIAGNOSTICS_REFERENCES = ("nuts",)
@@ -290,7 +287,7 @@ def check_config(cfg: DictConfig) -> None:
     require_bool("compile.enabled", cfg.compile.enabled)
     require_choice("compile.backend", cfg.compile.backend, COMPILE_BACKENDS)
     check_compile_cache_dir(cfg.compile.get("cache_dir"))
-    check_steps_per_batch(cfg.get("steps_per_batch"), cfg.data.get("batch_size"))
+    check_steps_per_batch(cfg.get("steps_per_batch"))
     require_int("tensorboard.image_every_n_steps", cfg.tensorboard.image_every_n_steps, 1, optional=True)
     require_int("tensorboard.sampled_every_n_steps", cfg.tensorboard.sampled_every_n_steps, 1, optional=True)
     require_int("progress_bar_refresh_rate", cfg.get("progress_bar_refresh_rate", 10), 0)
