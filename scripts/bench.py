@@ -36,11 +36,15 @@ which leaves the first and the last step logged. The NumPyro column needs
 
 from __future__ import annotations
 
+import os
+
+# As train.py has it (lightning_svi/__init__.py): numpy's OpenBLAS on one thread, set before torch loads numpy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import functools
 import importlib.util
 import logging
-import os
 import platform
 import statistics
 import sys

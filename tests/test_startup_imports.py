@@ -4,6 +4,7 @@ collector walking them, and the heavy optional libraries imported only where the
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -50,3 +51,21 @@ def test_torch_is_imported_without_a_collection_and_what_it_built_is_frozen_once
 def test_the_layers_below_lightning_import_plotting_scipy_and_arviz_only_where_they_use_them() -> None:
     result = subprocess.run([sys.executable, "-c", IMPORT_LAYERS], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+OPENBLAS_THREADS = """
+import json, os, sys
+import lightning_svi
+import numpy
+print(json.dumps([os.environ.get("OPENBLAS_NUM_THREADS"), "numpy" in sys.modules]))
+"""
+
+
+def test_numpys_openblas_runs_one_thread_unless_the_user_chose_otherwise() -> None:
+    """Set before numpy loads (train.py imports lightning_svi first), and a user's own setting is kept."""
+    environment = {key: value for key, value in os.environ.items() if key != "OPENBLAS_NUM_THREADS"}
+    for chosen, expected in ((None, "1"), ("4", "4")):
+        env = environment if chosen is None else {**environment, "OPENBLAS_NUM_THREADS": chosen}
+        result = subprocess.run([sys.executable, "-c", OPENBLAS_THREADS], capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == [expected, True]
