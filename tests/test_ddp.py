@@ -158,3 +158,62 @@ def test_one_process_checkpoint_resumes_in_two_processes(deterministic_runs: dic
     assert_same_trajectory(resumed, deterministic_runs["straight"])
     first, second = (state["state_dict"] for state in deterministic_runs["one_then_two_ranks"])
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+GROUPED = [
+    "data.batch_size=5", "optim.scheduler=null", "trainer.log_every_n_steps=5",
+    "checkpoint.every_n_steps=10", "tensorboard.image_every_n_steps=null",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def grouped_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Minibatches of 5 of each rank's 25 rows: 45 steps one per batch, 27 seven per batch (batches
+    of 7, 3, 7, 3, 7 between the checkpoints at 10 and 20); with the delta guide and SGD (no draws
+    after the warm-up: a resumed rank 1 draws rank 0's stream, the checkpoint holds one generator
+    state) 45 steps one per batch, and 27 seven per batch resumed seven per batch to 45."""
+    base = tmp_path_factory.mktemp("grouped")
+    deterministic = [*GROUPED, "guide=delta", "optim=sgd", "optim.lr=0.002"]
+    first = train_ddp(base, "first", *deterministic, "steps_per_batch=7", "trainer.max_steps=27")
+    resumed = [
+        *deterministic,
+        "steps_per_batch=7",
+        "trainer.max_steps=45",
+        f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+    ]
+    return {
+        "one": train_ddp(base, "one", *GROUPED, "optim.lr=0.3", "steps_per_batch=1", "trainer.max_steps=45"),
+        "seven": train_ddp(base, "seven", *GROUPED, "optim.lr=0.3", "steps_per_batch=7", "trainer.max_steps=27"),
+        "first": first,
+        "resumed": train_ddp(base, "resumed", *resumed),
+        "straight": train_ddp(base, "straight", *deterministic, "steps_per_batch=1", "trainer.max_steps=45"),
+    }
+
+
+def test_several_steps_per_batch_under_ddp_take_the_steps_of_one_per_batch(grouped_runs: dict[str, Path]) -> None:
+    """Each rank groups its own shards per step, the steps average their gradients with one
+    all-reduce: the logged estimates (averaged over ranks, at steps inside batches) and θ/φ are
+    those of one step per batch, and the ranks agree."""
+    one, seven = read_scalars(grouped_runs["one"]), read_scalars(grouped_runs["seven"])
+    tags = [tag for tag in seven if tag.startswith(("train/elbo", "trace/", "grad_norm/", "theta/", "phi/"))]
+    assert len(tags) >= 10
+    for tag in tags:
+        assert [step for step, _ in seven[tag]] == [1, 5, 10, 15, 20, 25, 27], tag
+        expected = [value for step, value in one[tag] if step <= 25]  # the one-per-batch run logs 27 too
+        assert [value for _, value in seven[tag][:-1]] == pytest.approx(expected, rel=1e-5, abs=1e-6), tag
+    first, second = (state["state_dict"] for state in rank_states(grouped_runs["seven"]))
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_a_resumed_ddp_run_with_several_steps_per_batch_ends_where_one_per_batch_does(
+    grouped_runs: dict[str, Path],
+) -> None:
+    checkpoint = torch.load(grouped_runs["first"] / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 27 and checkpoint["TensorDataModule"] == {"minibatches_taken": 27}
+    resumed, straight = read_summary(grouped_runs["resumed"]), read_summary(grouped_runs["straight"])
+    assert resumed["status"] == "completed" and resumed["steps"] == straight["steps"] == 45
+    for side in ("theta", "phi"):
+        for name, value in straight[side].items():
+            assert resumed[side][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (side, name)
+    first, second = (state["state_dict"] for state in rank_states(grouped_runs["resumed"]))
+    assert all(torch.equal(first[name], second[name]) for name in first)

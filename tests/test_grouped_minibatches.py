@@ -133,9 +133,10 @@ def test_minibatches_per_batch_are_capped_by_rows_by_default_and_refused_where_t
     assert resolve_steps_per_batch(None, 1, minibatch_rows=AUTO_ROWS_PER_BATCH // 4) == 4
     assert resolve_steps_per_batch(None, 1, minibatch_rows=AUTO_ROWS_PER_BATCH * 2) == 1
     assert resolve_steps_per_batch(None, 1, minibatch_rows=1000, groupable=False) == 1
-    assert resolve_steps_per_batch(None, 2, minibatch_rows=1000) == 1
+    assert resolve_steps_per_batch(None, 2, minibatch_rows=1000) == 10  # DDP averages each step's gradients itself
+    assert resolve_steps_per_batch(None, 2, minibatch_rows=1000, plain_precision=False) == 1  # DDP's hooks do
     assert resolve_steps_per_batch(7, 1, minibatch_rows=AUTO_ROWS_PER_BATCH) == 7  # the user's choice
     with pytest.raises(UserInputError, match="steps_per_batch=3 with minibatches from a data module that draws one"):
         resolve_steps_per_batch(3, 1, minibatch_rows=1000, groupable=False)
-    with pytest.raises(UserInputError, match="steps_per_batch=3 with 2 processes: DDP runs one step per batch"):
-        resolve_steps_per_batch(3, 2, minibatch_rows=1000)
+    with pytest.raises(UserInputError, match=r"steps_per_batch=3 with 2 processes and a trainer\.precision plugin"):
+        resolve_steps_per_batch(3, 2, minibatch_rows=1000, plain_precision=False)

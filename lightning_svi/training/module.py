@@ -34,8 +34,9 @@ class SVIModule(pl.LightningModule):
     """Trains θ (the model's parameters) and φ (the guide's) together by maximising the ELBO.
 
     The pair lives in Pyro's ``ELBOModule`` (``self.svi``), so θ and φ are ordinary module
-    parameters: Lightning checkpoints them, moves them between devices and all-reduces their
-    gradients under DDP. Lazily created parameters (autoguides) are made in ``setup`` by one loss
+    parameters: Lightning checkpoints them and moves them between devices; under DDP the step engine
+    all-reduces their gradients (``distributed.average_gradients``), or with a precision plugin
+    DDP's hooks do. Lazily created parameters (autoguides) are made in ``setup`` by one loss
     evaluation on the training device, before the optimizer and DDP see the module (see
     ``programs.warmup``); that evaluation runs with Pyro's validation on unless
     ``validate_first_step`` is false, later steps only if ``validate_every_step``. θ and φ are
@@ -117,14 +118,20 @@ class SVIModule(pl.LightningModule):
         pyro.enable_validation(self.validate_every_step)
         seed_ranks_apart(self.trainer.global_rank, self.trainer.world_size)
         groupable = isinstance(datamodule, TensorDataModule)
+        # Under DDP a full-batch step reads the rank's shard, the same one every step when the rows
+        # split evenly between ranks (``EndlessBatchSampler``); else each step draws its own.
+        same_batch = full_batch and (
+            self.trainer.world_size == 1 or (groupable and datamodule.num_rows % self.trainer.world_size == 0)
+        )
         self.steps_per_batch = resolve_steps_per_batch(
             self.steps_per_batch_option,
             self.trainer.world_size,
-            None if full_batch else rows,
+            None if same_batch else rows,
             groupable,
             compiled=self.compile_backend is not None,
+            plain_precision=self._plain_precision(),
         )
-        if not full_batch and self.steps_per_batch > 1:
+        if not same_batch and self.steps_per_batch > 1:
             # The sampler sizes each batch as training_step will: up to the next observed step.
             self.minibatch_rows = rows
             every, max_steps, limit = self.observed_every, self.trainer.max_steps, self.steps_per_batch
@@ -147,20 +154,25 @@ class SVIModule(pl.LightningModule):
     def _plain_precision(self) -> bool:
         return type(self.trainer.precision_plugin) is Precision
 
-    def _plain_updates(self) -> bool:
-        """One process and plain float precision: nothing of Lightning's backward or optimizer step is needed."""
-        return self.trainer.world_size == 1 and self._plain_precision()
-
     def _step_engine(self, update_in_graph: bool) -> EagerStep:
         """The eager or compiled engine; ``update_in_graph``: no step logger reads θ, φ or ``.grad``
         between a compiled step's gradients and its update, so a logged step may be one graph call."""
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        if self._plain_updates():
-            route = UpdateRoute.plain(optimizer, scheduler, self.trainer)
-        else:
+        distributed = self.trainer.world_size > 1
+        averaging = None
+        if not self._plain_precision():
             route = UpdateRoute.through_lightning(optimizer, scheduler, self.manual_backward)
+        else:
+            # Plain float precision needs nothing of Lightning's backward or optimizer step. Under DDP
+            # the gradients then never pass through DDP's hooks: DDP is told not to wait for them (as
+            # inside its no_sync()), and one all-reduce of a flat buffer averages them instead, so a
+            # Lightning batch may hold several steps.
+            route = UpdateRoute.plain(optimizer, scheduler, self.trainer)
+            if distributed:
+                self.trainer.strategy.model.require_backward_grad_sync = False
+                averaging = average_gradients
         if self.compile_backend is None:
-            return EagerStep(self.svi, self.estimator, route)
+            return EagerStep(self.svi, self.estimator, route, averaging)
         # Imported only when compiling: torch._inductor adds 0.2 s to an eager run's start.
         from lightning_svi.compile.compiled_step import CompiledSVIStep, CompileError
 
@@ -169,7 +181,6 @@ class SVIModule(pl.LightningModule):
         example = {name: tensor.to(self.device) for name, tensor in example.items()}
         if self.minibatch_rows is not None:  # a batch of minibatches: the graph takes one
             example = {name: tensor[: self.minibatch_rows] for name, tensor in example.items()}
-        distributed = self.trainer.world_size > 1
         # Under DDP the gradients are averaged between the graph and the update: the update stays out of the graph.
         in_graph_optimizer = None if distributed else optimizer.optimizer
         whole_data = _whole_data_per_batch(self.trainer.datamodule)
@@ -182,13 +193,8 @@ class SVIModule(pl.LightningModule):
         except CompileError as error:
             self.compile_fallback = str(error)
             rank_zero_warn(f"compile.enabled=true: {error}; this run trains eagerly (summary.json: compile.fallback).")
-            return EagerStep(self.svi, self.estimator, route)
-        if not distributed:
-            return CompiledStep(compiled, route, update_in_graph=update_in_graph)
-        # The graph's gradients never pass through DDP's autograd hooks: DDP is told not to wait for
-        # them (as inside its no_sync()), and one all-reduce of a flat buffer averages them instead.
-        self.trainer.strategy.model.require_backward_grad_sync = False
-        return CompiledStep(compiled, route, average_gradients)
+            return EagerStep(self.svi, self.estimator, route, averaging)
+        return CompiledStep(compiled, route, averaging, update_in_graph=update_in_graph)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """The SVI steps up to the next one that a Lightning callback observes (a checkpoint, a

@@ -1,14 +1,17 @@
 """Steps that a Lightning callback looks at, so that the steps between them can run as one
 Lightning batch.
 
-Lightning's loop costs a fixed 0.5-2 ms per batch (its loop, the data fetch, the callbacks' hooks):
-a tenth of a small model's eager step, more than a compiled step itself. On one process SVI
-therefore runs several steps per batch (``steps_per_batch``), ending each batch on the next step
+Lightning's loop costs a fixed 0.5-2 ms per batch (its loop, the data fetch, the callbacks' hooks),
+under DDP about 10 ms (``StopSignals``' all-reduce, the ranks waiting for each other): a tenth of
+a small model's eager step on one process, a third of it under DDP, more than a compiled step
+itself. SVI therefore runs several steps per batch (``steps_per_batch``), ending each batch on the next step
 that is checkpointed or pictured (or the last), so every Lightning callback sees exactly the steps
 it would have seen one step per batch, and the steps in between are the same updates, bit for bit.
 With full-batch data every step of a batch reads that batch; with minibatches a batch carries one
 minibatch per step, the consecutive minibatches the sampler would have drawn one batch each
-(``TensorDataModule.group_minibatches``). Logged steps need no batch of their own: ``SVIModule``
+(``TensorDataModule.group_minibatches``); under DDP each rank groups its own shards the same way,
+and since the grouping is a pure function of the step count the ranks take the same steps in
+every batch. Logged steps need no batch of their own: ``SVIModule``
 calls the step loggers (``StepLogger``) on them wherever they fall.
 """
 
@@ -31,23 +34,31 @@ AUTO_ROWS_PER_BATCH = 1 << 20
 
 
 def resolve_steps_per_batch(
-    option: int | None, world_size: int, minibatch_rows: int | None, groupable: bool = True, compiled: bool = False
+    option: int | None,
+    world_size: int,
+    minibatch_rows: int | None,
+    groupable: bool = True,
+    compiled: bool = False,
+    plain_precision: bool = True,
 ) -> int:
-    """``steps_per_batch``, or when null ``AUTO_STEPS_PER_BATCH`` on one process (with minibatches
-    of ``minibatch_rows`` rows, at most ``AUTO_ROWS_PER_BATCH`` rows a batch) and 1 under DDP, which
-    synchronises gradients in Lightning's own backward of each batch. ``minibatch_rows`` is None
-    with full-batch data; ``groupable``: the data module can put several minibatches in one batch
-    (``TensorDataModule``; a user's own data module draws one per batch)."""
+    """``steps_per_batch``, or when null ``AUTO_STEPS_PER_BATCH`` (with minibatches of
+    ``minibatch_rows`` rows, at most ``AUTO_ROWS_PER_BATCH`` rows a batch). ``minibatch_rows`` is
+    None where every step reads the same batch (full-batch data, or under DDP the same shard);
+    ``groupable``: the data module can put several minibatches in one batch (``TensorDataModule``;
+    a user's own data module draws one per batch). Under DDP with a precision plugin
+    (``plain_precision`` false) each step goes through Lightning's backward, whose DDP hooks
+    synchronise the gradients: one step per batch."""
     minibatches = minibatch_rows is not None
+    through_lightning_ddp = world_size > 1 and not plain_precision
     if option is None:
-        if world_size > 1 or (minibatches and not groupable):
+        if through_lightning_ddp or (minibatches and not groupable):
             return 1
         auto = AUTO_STEPS_PER_BATCH["compiled" if compiled else "eager"]
         return max(1, min(auto, AUTO_ROWS_PER_BATCH // minibatch_rows)) if minibatches else auto
-    if option > 1 and world_size > 1:
+    if option > 1 and through_lightning_ddp:
         raise UserInputError(
-            f"steps_per_batch={option} with {world_size} processes: DDP runs one step per batch; "
-            "use steps_per_batch=1 (or null)."
+            f"steps_per_batch={option} with {world_size} processes and a trainer.precision plugin: "
+            "each step goes through Lightning's backward, one step per batch; use steps_per_batch=1 (or null)."
         )
     if option > 1 and minibatches and not groupable:
         raise UserInputError(

@@ -7,11 +7,13 @@ graph that also applies the update. A compiled engine may apply the update insid
 logged steps too (``update_in_graph``): then ``loss_and_gradients`` has already applied it, and the
 loggers read the gradient norms and parameters the graph reported (``StepStatistics``).
 
-How the update is applied is decided once per run (``UpdateRoute``): with plain float precision on
-one process the torch optimizer steps itself and the step is counted into Lightning's loop state
-(``lightning_state.count_step``); under DDP or a precision plugin (one that may scale the loss or
-step the optimizer itself) every step goes through Lightning's ``manual_backward`` and optimizer
-wrapper, which count it.
+How the update is applied is decided once per run (``UpdateRoute``): with plain float precision
+the torch optimizer steps itself and the step is counted into Lightning's loop state
+(``lightning_state.count_step``); under DDP the engine then averages the gradients itself, with one
+all-reduce of a flat buffer between backward and update (``average_gradients``), so that a Lightning
+batch may hold several steps. With a precision plugin (one that may scale the loss or step the
+optimizer itself) every step goes through Lightning's ``manual_backward`` and optimizer wrapper,
+which count it (and under DDP synchronise the gradients in DDP's hooks).
 """
 
 from __future__ import annotations
@@ -74,20 +76,31 @@ class UpdateRoute:
 
 
 class EagerStep:
-    """Pyro's ELBO and autograd, as ``SVI.step`` runs them."""
+    """Pyro's ELBO and autograd, as ``SVI.step`` runs them; under DDP with the plain route,
+    ``average_gradients`` averages the optimizer's gradients over ranks before the update."""
 
     compile_seconds: float | None = None  # tracing and compiling, for the run's summary
     compile_cache_hit: bool | None = None  # whether inductor's cache held the compiled step
     reports_evidence = False  # whether the step's statistics hold the closed-form evidence
 
-    def __init__(self, svi: nn.Module, estimator: ELBO, route: UpdateRoute) -> None:
+    def __init__(
+        self,
+        svi: nn.Module,
+        estimator: ELBO,
+        route: UpdateRoute,
+        average_gradients: Callable[[list[torch.Tensor]], None] | None = None,
+    ) -> None:
         self.svi, self.estimator, self.route = svi, estimator, route
+        self.average_gradients = average_gradients
+        self.parameters = [parameter for group in route.optimizer.param_groups for parameter in group["params"]]
 
     def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs, StepStatistics | None]:
         """The loss, the traces' log-probs, and the statistics the step computed itself (none here:
         the loggers compute theirs from the module)."""
         loss = self.svi(batch)
         self.route.backward(loss)
+        if self.average_gradients is not None:
+            self.average_gradients([parameter.grad for parameter in self.parameters])
         return loss.detach(), self.estimator.last_traces, None
 
     def update(self) -> None:
