@@ -109,6 +109,19 @@ def test_gmm_picture_colours_points_by_their_component_and_marks_the_locations()
     assert [line.get_xdata()[0] for line in axes.lines] == pytest.approx([-5.0, 0.0, 5.0], abs=0.1)
 
 
+def test_gmm_picture_draws_a_bounded_subsample_of_points_spread_over_the_data() -> None:
+    from lightning_svi.models.gmm import PICTURE_POINTS, GaussianMixture
+
+    pyro.settings.set(module_local_params=True)
+    rows = 3 * PICTURE_POINTS
+    data = {"index": torch.arange(rows), **GaussianMixture.synthetic_data(seed=0, num_points=rows)}
+    model = GaussianMixture(num_data=rows)
+    axes = model.posterior_figure(model.full_guide(), data).axes[0]
+    drawn = torch.as_tensor(axes.collections[0].get_offsets()[:, 0], dtype=data["x"].dtype)
+    assert len(drawn) == PICTURE_POINTS
+    assert torch.equal(drawn[[0, -1]], data["x"][[0, -1]])  # from the first row to the last
+
+
 def test_pictures_draw_on_a_bounded_row_subsample_with_the_full_datas_exact_posterior() -> None:
     """1,000 flips: the draws run on at most 200 rows, but the exact posterior of the coin's
     fairness (a global latent) is given all 1,000."""
