@@ -100,6 +100,9 @@ class EagerStep:
         loss = self.svi(batch)
         self.route.backward(loss)
         if self.average_gradients is not None:
+            for parameter in self.parameters:
+                if parameter.grad is None:  # unused by this rank's step: its share of the average is zero
+                    parameter.grad = torch.zeros_like(parameter)
             self.average_gradients([parameter.grad for parameter in self.parameters])
         return loss.detach(), self.estimator.last_traces, None
 
