@@ -6,8 +6,8 @@ errors answer before torch, Pyro and Lightning are loaded.
 It sets one thing, before numpy is loaded and only where nobody has chosen: numpy's OpenBLAS runs
 one thread (``OPENBLAS_NUM_THREADS``). Its thread pool and torch's OpenMP pool contend once torch is
 loaded, and a numpy dot product of 25,000 numbers (TensorBoard's histogram of a VAE weight
-matrix) took 8 ms instead of 5 µs on a 2-core machine: logging the VAE's every step ran at 17
-steps/s, with one thread 45 (docs/performance.md). Torch's own BLAS (MKL) is not OpenBLAS.
+matrix) took 8 ms instead of 5 µs on a 2-core machine (docs/performance.md gives the command that
+prints it). Torch's own BLAS (MKL) is not OpenBLAS.
 """
 
 import os
