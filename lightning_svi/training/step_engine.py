@@ -99,12 +99,18 @@ class EagerStep:
         the loggers compute theirs from the module)."""
         loss = self.svi(batch)
         self.route.backward(loss)
-        if self.average_gradients is not None:
-            for parameter in self.parameters:
-                if parameter.grad is None:  # unused by this rank's step: its share of the average is zero
-                    parameter.grad = torch.zeros_like(parameter)
-            self.average_gradients([parameter.grad for parameter in self.parameters])
+        self._average_over_ranks()
         return loss.detach(), self.estimator.last_traces, None
+
+    def _average_over_ranks(self) -> None:
+        """Under DDP (``average_gradients``), every parameter's gradient averaged over ranks; one that
+        this rank's step left without a gradient enters as zeros, so every rank's buffer has one layout."""
+        if self.average_gradients is None:
+            return
+        for parameter in self.parameters:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+        self.average_gradients([parameter.grad for parameter in self.parameters])
 
     def update(self) -> None:
         self.route.apply()
@@ -130,6 +136,7 @@ class CompiledStep(EagerStep):
     ) -> None:
         self.compiled, self.route = compiled, route
         self.average_gradients = average_gradients  # under DDP: each rank's graph, then one all-reduce
+        self.parameters = compiled.parameters
         self.update_in_graph = update_in_graph and compiled.optimizer is not None
         if compiled.optimizer is not None:
             # The graph applies the optimizer's update unseen by torch's schedulers, whose wrapper of
@@ -140,8 +147,7 @@ class CompiledStep(EagerStep):
 
     def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs, StepStatistics]:
         loss, traces, statistics = self.compiled(batch, update=self.update_in_graph)
-        if self.average_gradients is not None:
-            self.average_gradients([parameter.grad for parameter in self.compiled.parameters])
+        self._average_over_ranks()
         return loss, traces, statistics
 
     def update(self) -> None:
