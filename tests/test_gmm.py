@@ -92,6 +92,27 @@ def test_marginal_term_is_the_summed_out_likelihood_with_or_without_the_loss_cac
     assert afresh.item() == pytest.approx(cached.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize(("num_particles", "vectorize"), [(1, False), (3, False), (3, True)])
+def test_the_marginal_term_is_what_the_loss_leaves_the_contraction_s_number_uncontracted(
+    tiny: tuple, num_particles: int, vectorize: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a minibatch (scaled by 7/4) and over particles, −loss + log q − the other sites' terms is the
+    contraction's number, with the same sites named, and logging contracts nothing."""
+    import lightning_svi.core.estimators as estimators
+
+    model, batch = tiny
+    minibatch = {name: column[:4] for name, column in batch.items()}
+    estimator = build_estimator("TraceEnum_ELBO", num_particles=num_particles, vectorize_particles=vectorize)
+    estimator(model, guide_of_kind("normal", model))(minibatch)
+    traces = estimator.last_traces
+    contracted = estimators.StepTraces(traces.pairs, num_particles).log_p_sites  # without the loss: contracted
+    monkeypatch.setattr(estimators, "summed_out_log_density", None)  # any contraction now fails
+    assert list(traces.log_p_sites) == list(contracted) == ["marginal(assignment,x)", "weights", "locs", "scale"]
+    for site, value in contracted.items():
+        assert traces.log_p_sites[site].item() == pytest.approx(value.item(), rel=1e-5), site
+    assert set(traces.log_p_sampled_sites) == {"assignment", "x"}
+
+
 @pytest.mark.parametrize("kind", ["full", "delta", "normal", "diag_normal"])
 def test_every_guide_leaves_the_enumerated_site_out(tiny: tuple, kind: str) -> None:
     model, batch = tiny

@@ -65,6 +65,20 @@ def summed_out_log_density(model_trace: Trace, guide_trace: Trace) -> tuple[list
     return names, total.detach()
 
 
+def summed_out_sites(model_trace: Trace, guide_trace: Trace) -> list[str]:
+    """The model sites whose log-probs depend on a parallel-enumerated site, as ``summed_out_log_density``
+    names them, without its contraction: for a guide that enumerates nothing, the sites outside the guide
+    whose packed log-prob has a dimension that is no plate's (only enumeration allocates such dimensions)."""
+    plates = set(model_trace.plate_to_symbol.values())
+    return [
+        name
+        for name, site in model_trace.nodes.items()
+        if site["type"] == "sample"
+        and name not in guide_trace.nodes
+        and not plates.issuperset(site["packed"]["log_prob"]._pyro_dims)
+    ]
+
+
 def marginal_site_name(names: list[str], max_listed: int = 4) -> str:
     """The per-site key of a block of sites whose enumerated values are summed out, e.g.
     ``marginal(assignment,x)``; a long block (an HMM's chain) by its ends and size:
@@ -121,6 +135,12 @@ class StepTraces(LogProbs):
     depend on an enumerated site enter ``log_p`` as one summed-out term, ``marginal(<sites>)``;
     ``log_p_sampled_sites`` gives their per-site terms at one posterior sample of the enumerated
     values (``sample_enumerated``, called only when read). Values are detached.
+
+    With the step's ``loss`` and a guide that enumerates nothing, the summed-out term is what the
+    loss leaves: −loss = log p − log q in value (Dice's factors are 1 in the forward pass), so it is
+    −loss + log q minus the other sites' terms, and logging contracts nothing. On the Pyro GMM
+    tutorial's logged step that is 0.05 ms instead of 1.1 ms for ``summed_out_log_density`` (cProfile
+    of ``scripts/bench.py --settings tutorial-gmm --modes log-every-step``'s run, 280 steps).
     """
 
     def __init__(
@@ -128,10 +148,12 @@ class StepTraces(LogProbs):
         pairs: list[tuple[Trace, Trace]],
         num_particles: int,
         sample_enumerated: Callable[[], tuple[Trace, int]] | None = None,
+        loss: torch.Tensor | None = None,
     ) -> None:
         self.pairs = pairs
         self.num_particles = num_particles
         self.sample_enumerated = sample_enumerated
+        self.loss = loss
 
     @cached_property
     def is_enumerated(self) -> bool:
@@ -157,9 +179,28 @@ class StepTraces(LogProbs):
         return [summed_out_log_density(model_trace, guide_trace) for model_trace, guide_trace in self.pairs]
 
     @cached_property
+    def _summed_out_names(self) -> list[str] | None:
+        """The summed-out sites, when the loss gives their term (``loss`` known, a guide that enumerates
+        nothing, the same sites in every particle); else None."""
+        if self.loss is None or any(
+            site["type"] == "sample" and site["infer"].get("enumerate")
+            for _, guide_trace in self.pairs
+            for site in guide_trace.nodes.values()
+        ):
+            return None
+        names = [summed_out_sites(model_trace, guide_trace) for model_trace, guide_trace in self.pairs]
+        return names[0] if all(found == names[0] for found in names) else None
+
+    @cached_property
     def log_p_sites(self) -> dict[str, torch.Tensor]:
         """Per-site log-density sums of the model trace, one summed-out term for enumerated blocks."""
         sums: dict[str, torch.Tensor] = {}
+        names = self._summed_out_names if self.is_enumerated else None
+        if names is not None:
+            for model_trace, _ in self.pairs:
+                self._site_sums(model_trace, names, sums)
+            marginal = -self.loss + self.log_q - _total(sums)
+            return {marginal_site_name(names): marginal, **sums}
         for index, (model_trace, _) in enumerate(self.pairs):
             summed_out: list[str] = []
             if self.is_enumerated:
@@ -185,7 +226,9 @@ class StepTraces(LogProbs):
         with torch.no_grad():
             trace, particles = self.sample_enumerated()
             trace.compute_log_prob()
-        names, _ = self._summed_out[-1]
+        names = self._summed_out_names
+        if names is None:
+            names, _ = self._summed_out[-1]
         return {name: trace.nodes[name]["log_prob_sum"].detach() / particles for name in names}
 
 
@@ -239,7 +282,8 @@ class RecordsTraces:
         loss = self._differentiable_loss(model, guide, *args, **kwargs)
         # Either one trace per particle, or one vectorized trace summing all particles: the
         # particle average divides by num_particles in both cases.
-        self.last_traces = StepTraces(self._pairs, self.num_particles, self._enumerated_sampler())
+        value = loss.detach() if isinstance(loss, torch.Tensor) else None
+        self.last_traces = StepTraces(self._pairs, self.num_particles, self._enumerated_sampler(), value)
         return loss
 
     def _differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:

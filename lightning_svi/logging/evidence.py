@@ -14,19 +14,23 @@ class EvidenceLogger(StepLogger):
 
     The evidence uses θ before the step, the same θ the step's ELBO estimate used: as the step
     reported it (compiled mode on the whole data set: ``StepStatistics.log_evidence``), or computed
-    before the step.
+    before the step. A model without a closed form (every user's program) answers None at the start
+    and is not asked again.
     """
 
     def __init__(self, full_data: Batch) -> None:
         self.full_data = full_data
         self._before_step: torch.Tensor | None = None
+        self._has_closed_form = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Moved to the training device once, not on every logging step.
         self.full_data = {name: tensor.to(pl_module.device) for name, tensor in self.full_data.items()}
+        self._has_closed_form = log_evidence(pl_module, self.full_data) is not None
 
     def before_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        self._before_step = None if pl_module.engine.reports_evidence else log_evidence(pl_module, self.full_data)
+        computed_here = self._has_closed_form and not pl_module.engine.reports_evidence
+        self._before_step = log_evidence(pl_module, self.full_data) if computed_here else None
 
     def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> Metrics | None:
         statistics = pl_module.last_statistics
