@@ -18,6 +18,15 @@ def events(run_dir: Path) -> list:
     return [event for event in EventFileLoader(str(path)).Load() if event.HasField("summary")]
 
 
+def raw_events(run_dir: Path) -> list:
+    """The events as written (``events`` reads them as TensorBoard migrates them: histograms as tensors)."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    (path,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    return [Event.FromString(record) for record in RawEventFileLoader(str(path)).Load()]
+
+
 @pytest.mark.parametrize("status", ["success", "failed"])
 def test_waiting_values_are_written_by_finalize_one_event_per_step(tmp_path: Path, status: str) -> None:
     logger = BufferedTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="", flush_seconds=3600)
@@ -92,3 +101,28 @@ def test_the_buffer_and_the_writer_queue_are_set_from_the_config(tmp_path: Path)
     assert isinstance(logger, BufferedTensorBoardLogger)
     assert logger.experiment.max_queue == 123 and logger.flush_seconds == 7.5
     assert Path(logger.log_dir) == tmp_path / "tensorboard"
+
+
+def test_a_histogram_is_the_one_tensorboards_own_summary_histogram_makes(tmp_path: Path) -> None:
+    """The buffered logger hands numpy the default bucket edges as an array made once; the event holds
+    byte for byte what ``torch.utils.tensorboard.summary.histogram`` makes from the writer's list."""
+    from torch.utils.tensorboard.summary import histogram
+
+    generator = torch.Generator().manual_seed(0)
+    logger = BufferedTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="", flush_seconds=3600)
+    edges = logger.experiment.default_bins
+    tensors = {
+        "weights": torch.randn(25_088, generator=generator) * 0.05,  # the VAE's decoder weight
+        "edges": torch.tensor(
+            [edges[700], edges[774], 0.0, edges[800], edges[1000], -edges[1000]], dtype=torch.float64
+        ),
+        "spread": torch.logspace(-14, 19, 300, dtype=torch.float64) * torch.tensor([1.0, -1.0]).repeat(150),
+        "positive": torch.rand(40, generator=generator) + 3.0,
+    }
+    for step, values in enumerate(tensors.values(), start=1):
+        logger.add_histogram("h", values, step)
+    logger.finalize("success")
+    written = {event.step: event.summary.value[0] for event in raw_events(tmp_path) if event.HasField("summary")}
+    for step, (name, values) in enumerate(tensors.items(), start=1):
+        (expected,) = histogram("h", values, edges).value
+        assert written[step].SerializeToString() == expected.SerializeToString(), name

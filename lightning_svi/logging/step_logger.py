@@ -63,6 +63,30 @@ class StepLogger(pl.Callback):
         return None
 
 
+class Cadence:
+    """Which logged steps also log something that costs more than their scalars (a histogram of a
+    large tensor): the first logged step, the first at or past each multiple of ``every_n_steps``,
+    and the run's last step; none when ``every_n_steps`` is None. A short run still shows its first
+    and last, and a logged step in between costs its scalars only."""
+
+    def __init__(self, every_n_steps: int | None, name: str) -> None:
+        valid = isinstance(every_n_steps, int) and not isinstance(every_n_steps, bool) and every_n_steps >= 1
+        if every_n_steps is not None and not valid:
+            raise ValueError(f"{name} must be a positive number of steps or null (never), got {every_n_steps!r}")
+        self.every_n_steps = every_n_steps
+        self._last: int | None = None
+
+    def due(self, trainer: pl.Trainer, step: int) -> bool:
+        """Whether the logged step ``step`` is one of them (it then counts as the latest)."""
+        every, last = self.every_n_steps, self._last
+        if every is None:
+            return False
+        if last is None or step == trainer.max_steps or step // every > last // every:
+            self._last = step
+            return True
+        return False
+
+
 def merged(loggers: list[StepLogger], name: str) -> Callable[..., Metrics]:
     """One step hook standing for the hook ``name`` (``"before_update"``, ...) of several loggers: calls
     them in order and merges the scalars they return. Loggers that do not override it are left out,
@@ -158,24 +182,32 @@ def tensorboard_writers(trainer: pl.Trainer) -> list[SummaryWriter]:
 
 
 def tensor_scalars(tag: str, value: torch.Tensor, max_elements: int = MAX_ELEMENT_SCALARS) -> Metrics:
-    """The scalars that stand for a tensor: itself if it is a scalar (left a tensor, for
-    ``log_scalars`` to copy with the rest), one per element if it has at most ``max_elements``,
-    else its ``min``, ``median`` and ``max`` (so a chart can still follow it)."""
+    """The scalars that stand for a tensor: itself if it is a scalar, one per element if it has at
+    most ``max_elements``, else its ``min``, ``median`` and ``max`` (so a chart can still follow it).
+    Tensors stay where they are, for ``log_scalars`` to copy with the rest: a large tensor's spread is
+    three one-element tensors (``aminmax``, one pass, and ``median``), not the tensor on the host."""
     if value.numel() == 1:
         return {tag: value}
-    flat = value.detach().flatten().float().cpu()
+    flat = value.detach().flatten()
     if flat.numel() > max_elements:
-        return {f"{tag}/min": float(flat.min()), f"{tag}/median": float(flat.median()), f"{tag}/max": float(flat.max())}
-    return {f"{tag}/{position}": element for position, element in enumerate(flat.tolist())}
+        low, high = torch.aminmax(flat)
+        return {f"{tag}/min": low, f"{tag}/median": flat.median(), f"{tag}/max": high}
+    return {f"{tag}/{position}": element for position, element in enumerate(flat.float().cpu().tolist())}
 
 
 def log_tensor(
-    trainer: pl.Trainer, tag: str, value: torch.Tensor, step: int, max_elements: int = MAX_ELEMENT_SCALARS
+    trainer: pl.Trainer,
+    tag: str,
+    value: torch.Tensor,
+    step: int,
+    max_elements: int = MAX_ELEMENT_SCALARS,
+    histogram: bool = True,
 ) -> Metrics:
-    """A histogram of a tensor-valued quantity too large for a scalar per element (TensorBoard loggers only);
-    returns the scalars to log for it (``tensor_scalars``). Small tensors get no histogram: their
-    elements' charts say all it would, and a histogram costs more than a small model's step."""
-    if value.numel() > max_elements and trainer.is_global_zero:
+    """A histogram of a tensor-valued quantity too large for a scalar per element (TensorBoard loggers
+    only, and only when ``histogram``: the caller's ``Cadence``); returns the scalars to log for it
+    (``tensor_scalars``). Small tensors get no histogram: their elements' charts say all it would,
+    and a histogram costs more than a small model's step."""
+    if histogram and value.numel() > max_elements and trainer.is_global_zero:
         for logger in trainer.loggers:
             if isinstance(logger, BufferedTensorBoardLogger):
                 logger.add_histogram(tag, value, step)

@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy
 import torch
 from lightning_fabric.utilities.logger import _add_prefix  # how Lightning's log_metrics applies `prefix`
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -18,8 +19,10 @@ from lightning_svi.logging import event_crc
 
 def finite_elements(values: torch.Tensor) -> torch.Tensor:
     """The finite elements of ``values``, on the host: what a histogram of a diverging tensor can show
-    (TensorBoard raises "The histogram is empty" on NaN or infinite values)."""
-    values = values.detach().float().cpu().flatten()
+    (TensorBoard raises "The histogram is empty" on NaN or infinite values). In float64, as
+    TensorBoard's histogram computes: a float64 tensor keeps its own buckets (float32 moved values
+    across bucket edges), and a bfloat16 one, which numpy cannot take, gets one too."""
+    values = values.detach().cpu().double().flatten()
     return values[torch.isfinite(values)]
 
 
@@ -45,6 +48,7 @@ class BufferedTensorBoardLogger(TensorBoardLogger):
         self.flush_seconds = flush_seconds
         self._pending: dict[int, list[Summary.Value]] = {}
         self._last_flush = time.monotonic()
+        self._bins: numpy.ndarray | None = None
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float | torch.Tensor], step: int | None = None) -> None:
@@ -57,11 +61,17 @@ class BufferedTensorBoardLogger(TensorBoardLogger):
         self._add(step, [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in metrics.items()])
 
     def add_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        """TensorBoard's own histogram (``summary.histogram``) of the finite ``values``, in the step's
+        event. Its 1,549 default bucket edges go in as an array made once: given the writer's list,
+        numpy converts it on every call, 0.3-0.5 ms a histogram (a 64-element tensor's took 1.1 ms
+        with the list, 0.5 ms with the array). Buckets filled in torch instead (``bucketize``) took
+        2.7 ms for 25,088 values, numpy's ``histogram`` (a sort and ``searchsorted``) 0.8 ms."""
         finite = finite_elements(values)
         if finite.numel() == 0:
             return  # TensorBoard refuses an empty histogram; the divergence guard speaks for a non-finite tensor
-        bins = self.experiment.default_bins  # what SummaryWriter.add_histogram uses for "tensorflow"
-        self._add(step, list(histogram(tag, finite, bins).value))
+        if self._bins is None:
+            self._bins = numpy.asarray(self.experiment.default_bins)  # SummaryWriter's "tensorflow" bins
+        self._add(step, list(histogram(tag, finite, self._bins).value))
 
     def _add(self, step: int, values: list[Summary.Value]) -> None:
         self._pending.setdefault(step, []).extend(values)
