@@ -9,12 +9,18 @@ line on stdout and of the first ``step n/N`` line (printed after the first Light
 steps at most) are taken from the parent. Compiled launches also report the summary's
 ``timing.compile_seconds`` and whether inductor's cache held the compiled step; the first compiled
 launch uses an empty cache (``compile.cache_dir``), the others the one it filled.
+
+On a shared machine the wall-clock seconds stretch with the load (two to three times on a 2-core machine
+running other jobs), so each launch also reports the CPU seconds the ``train.py`` process had used when its
+first step line arrived (``/proc/PID/stat``, Linux; its own threads, not inductor's compile workers): close
+to what the first step takes on an idle machine, where the start-up is one busy thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -31,8 +37,18 @@ STEPS = ["trainer.max_steps=10", "progress_bar_refresh_rate=1", "callbacks.diagn
 class Launch:
     first_line: float
     first_step: float
+    cpu_at_first_step: float | None
     compile_seconds: float | None
     cache_hit: bool | None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU seconds process ``pid`` has used so far; None where there is no ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15 of proc(5)
 
 
 def launch(overrides: list[str], folder: Path) -> Launch:
@@ -40,18 +56,18 @@ def launch(overrides: list[str], folder: Path) -> Launch:
     command = [sys.executable, str(TRAIN_PY), *STEPS, f"hydra.run.dir={folder / 'run'}", *overrides]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    first_line = first_step = None
+    first_line = first_step = cpu_at_first_step = None
     output = []
     for line in process.stdout:
         now = time.perf_counter() - started
         output.append(line)
         first_line = now if first_line is None else first_line
         if first_step is None and line.startswith("step "):
-            first_step = now
+            first_step, cpu_at_first_step = now, cpu_seconds(process.pid)
     if process.wait() != 0 or first_step is None:
         raise SystemExit(f"train.py {' '.join(overrides)} failed:\n{''.join(output[-20:])}")
     timing = json.loads((folder / "run" / "summary.json").read_text())["timing"]
-    return Launch(first_line, first_step, timing["compile_seconds"], timing.get("compile_cache_hit"))
+    return Launch(first_line, first_step, cpu_at_first_step, timing["compile_seconds"], timing.get("compile_cache_hit"))
 
 
 def measure(overrides: list[str], repeats: int) -> list[Launch]:
@@ -75,7 +91,9 @@ def row(title: str, launches: list[Launch]) -> str:
         compile_cell = ", ".join(f"{seconds:.1f} s ({hit})" for seconds, hit in zip(compiled, hits, strict=True))
     first_lines = [launch.first_line for launch in launches]
     first_steps = [launch.first_step for launch in launches]
-    return f"| {title} | {cell(first_lines)} | {cell(first_steps)} | {compile_cell} |"
+    cpu = [launch.cpu_at_first_step for launch in launches if launch.cpu_at_first_step is not None]
+    cpu_cell = cell(cpu) if cpu else "–"
+    return f"| {title} | {cell(first_lines)} | {cell(first_steps)} | {cpu_cell} | {compile_cell} |"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,8 +106,11 @@ def main(argv: list[str] | None = None) -> None:
         "python train.py compile.enabled=true": [*args.overrides, "compile.enabled=true"],
     }
     rows = [row(title, measure(overrides, args.repeats)) for title, overrides in runs.items()]
-    print("| command | first line (median, range) | first training step (median, range) | compile (each launch) |")
-    print("| --- | --- | --- | --- |")
+    print(
+        "| command | first line (median, range) | first training step (median, range) "
+        "| CPU at the first step (median, range) | compile (each launch) |"
+    )
+    print("| --- | --- | --- | --- | --- |")
     print("\n".join(rows))
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
+from scripts.startup_time import cpu_seconds
 from tests.conftest import REPO
 
 CELL = re.compile(r"^(\d+\.\d) s \((\d+\.\d)–(\d+\.\d)\)$")
@@ -23,8 +25,30 @@ def test_each_command_gets_its_first_line_before_its_first_step_and_the_second_c
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.strip("|").split("|") for line in result.stdout.splitlines() if line.startswith("| python")]
     assert [row[0].strip() for row in rows] == ["python train.py", "python train.py compile.enabled=true"]
-    for _, first_line, first_step, _ in rows:
-        line_median, step_median = (float(CELL.match(cell.strip()).group(1)) for cell in (first_line, first_step))
+    for _, first_line, first_step, cpu, _ in rows:
+        line_median, step_median, cpu_median = (
+            float(CELL.match(cell.strip()).group(1)) for cell in (first_line, first_step, cpu)
+        )
         assert 0 < line_median < step_median
-    assert rows[0][3].strip() == "–"
-    assert re.fullmatch(r"\d+\.\d s \(miss\), \d+\.\d s \(hit\)", rows[1][3].strip())
+        assert cpu_median > 0.5  # the process has at least imported torch by its first step
+    assert rows[0][4].strip() == "–"
+    assert re.fullmatch(r"\d+\.\d s \(miss\), \d+\.\d s \(hit\)", rows[1][4].strip())
+
+
+def test_cpu_seconds_counts_a_process_work_and_is_none_for_a_process_that_is_gone() -> None:
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\ninput()",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (used := cpu_seconds(busy.pid)) < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 0.5 <= used < 5
+    finally:
+        busy.communicate(b"\n")
+    assert cpu_seconds(busy.pid) is None  # reaped: no /proc entry
