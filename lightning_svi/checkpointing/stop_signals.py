@@ -23,6 +23,7 @@ from weakref import WeakKeyDictionary
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed
 
 from lightning_svi.lightning_state import stop_after_this_step
 
@@ -84,7 +85,10 @@ class StopSignals(pl.Callback):
         if trainer.world_size == 1 or self._trainer is None:
             return
         code = torch.tensor(_CODES.get(_received.get(trainer), 0), device=pl_module.device)
-        agreed = int(trainer.strategy.reduce(code, reduce_op="max"))
+        # Not ``trainer.strategy.reduce``: on gloo it puts a barrier before the all-reduce, two
+        # collectives per batch where the all-reduce alone waits for every rank (``training.distributed``).
+        torch.distributed.all_reduce(code, op=torch.distributed.ReduceOp.MAX)
+        agreed = int(code)
         if agreed:
             _received[trainer] = next(name for name, value in _CODES.items() if value == agreed)
             stop_after_this_step(trainer)  # Lightning stops every rank after this step

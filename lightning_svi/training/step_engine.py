@@ -10,8 +10,9 @@ loggers read the gradient norms and parameters the graph reported (``StepStatist
 How the update is applied is decided once per run (``UpdateRoute``): with plain float precision
 the torch optimizer steps itself and the step is counted into Lightning's loop state
 (``lightning_state.count_step``); under DDP the engine then averages the gradients itself, with one
-all-reduce of a flat buffer between backward and update (``average_gradients``), so that a Lightning
-batch may hold several steps. With a precision plugin (one that may scale the loss or step the
+all-reduce of a flat buffer between backward and update (``average_gradients``) that also averages
+the step's loss and per-site log-probs, so that a Lightning batch may hold several steps and a logged
+step costs no collective of its own. With a precision plugin (one that may scale the loss or step the
 optimizer itself) every step goes through Lightning's ``manual_backward`` and optimizer wrapper,
 which count it (and under DDP synchronise the gradients in DDP's hooks).
 """
@@ -32,6 +33,7 @@ from lightning_svi.core.estimators import LogProbs
 from lightning_svi.core.step_statistics import StepStatistics
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.lightning_state import count_step
+from lightning_svi.training.distributed import step_estimates, with_estimates
 
 if TYPE_CHECKING:
     from lightning_svi.compile.compiled_step import CompiledSVIStep
@@ -94,23 +96,32 @@ class EagerStep:
         self.average_gradients = average_gradients
         self.parameters = [parameter for group in route.optimizer.param_groups for parameter in group["params"]]
 
-    def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs, StepStatistics | None]:
+    def loss_and_gradients(
+        self, batch: Batch, logged: bool = False
+    ) -> tuple[torch.Tensor, LogProbs, StepStatistics | None]:
         """The loss, the traces' log-probs, and the statistics the step computed itself (none here:
-        the loggers compute theirs from the module)."""
+        the loggers compute theirs from the module). ``logged``: the loggers read the traces, which
+        under DDP are then averaged over ranks (``_average_over_ranks``)."""
         loss = self.svi(batch)
         self.route.backward(loss)
-        self._average_over_ranks()
-        return loss.detach(), self.estimator.last_traces, None
+        loss, traces = self._average_over_ranks(loss.detach(), self.estimator.last_traces, logged)
+        return loss, traces, None
 
-    def _average_over_ranks(self) -> None:
-        """Under DDP (``average_gradients``), every parameter's gradient averaged over ranks; one that
+    def _average_over_ranks(self, loss: torch.Tensor, traces: LogProbs, logged: bool) -> tuple[torch.Tensor, LogProbs]:
+        """Under DDP (``average_gradients``), every parameter's gradient and the loss averaged over
+        ranks in one all-reduce, and on a ``logged`` step the per-site sums of ``traces`` too: each
+        rank's estimate covers its shard, their mean the global batch, as on one process. A step not
+        logged keeps its rank's traces (summing them per site costs a contraction with enumerated
+        sites; only the divergence guard reads them, to name a non-finite site). A parameter that
         this rank's step left without a gradient enters as zeros, so every rank's buffer has one layout."""
         if self.average_gradients is None:
-            return
+            return loss, traces
         for parameter in self.parameters:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
-        self.average_gradients([parameter.grad for parameter in self.parameters])
+        estimates = step_estimates(loss, traces if logged else None)
+        self.average_gradients([*(parameter.grad for parameter in self.parameters), *estimates])
+        return with_estimates(traces, estimates) if logged else (estimates[0], traces)
 
     def update(self) -> None:
         self.route.apply()
@@ -145,9 +156,9 @@ class CompiledStep(EagerStep):
         self.compile_seconds, self.compile_cache_hit = compiled.compile_seconds, compiled.cache_hit
         self.reports_evidence = compiled.reports_evidence
 
-    def loss_and_gradients(self, batch: Batch) -> tuple[torch.Tensor, LogProbs, StepStatistics]:
+    def loss_and_gradients(self, batch: Batch, logged: bool = False) -> tuple[torch.Tensor, LogProbs, StepStatistics]:
         loss, traces, statistics = self.compiled(batch, update=self.update_in_graph)
-        self._average_over_ranks()
+        loss, traces = self._average_over_ranks(loss, traces, logged)
         return loss, traces, statistics
 
     def update(self) -> None:
