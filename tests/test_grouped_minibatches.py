@@ -73,8 +73,9 @@ def test_grouped_minibatches_take_the_same_steps_on_the_same_minibatches_as_one_
     several = train_in_process(*run, run_dir=tmp_path / "grouped")  # steps_per_batch=null: 10 a batch
 
     assert one.batch_rows == [BATCH_SIZE] * 53
-    # Batches end on every observed step: pictures at 15, 30, 45, checkpoints at 20, 40, the last at 53.
-    assert grouped.batch_rows == [BATCH_SIZE * steps for steps in (10, 5, 5, 10, 10, 5, 8)]
+    # The first step is a batch of its own; then batches of 10 end early on every observed step:
+    # pictures at 15, 30, 45, checkpoints at 20, 40, the last at 53.
+    assert grouped.batch_rows == [BATCH_SIZE * steps for steps in (1, 9, 5, 5, 10, 10, 5, 5, 3)]
     expected = sampler_minibatches(53)
     assert same_tensors(one.step_rows, expected)
     assert same_tensors(grouped.step_rows, expected)
@@ -103,7 +104,7 @@ def test_a_resumed_grouped_run_continues_the_minibatch_sequence_and_ends_where_a
     resumed_steps = Recorder(monkeypatch)
     resumed = train_in_process(*every, "trainer.max_steps=60", f"ckpt_path={checkpoint}", run_dir=tmp_path / "resumed")
 
-    assert straight_steps.batch_rows == [BATCH_SIZE * 10] * 6
+    assert straight_steps.batch_rows == [BATCH_SIZE * steps for steps in (1, 9, 10, 10, 10, 10, 10)]
     assert resumed_steps.batch_rows == [BATCH_SIZE * steps for steps in (3, 10, 10, 10)]
     assert same_tensors(resumed_steps.step_rows, straight_steps.step_rows[27:])
     assert same_tensors(resumed_steps.step_rows, sampler_minibatches(33, start=27))
@@ -121,7 +122,7 @@ def test_compiled_grouped_minibatches_match_one_per_batch(
     grouped = Recorder(monkeypatch)
     several = train_in_process(*run, run_dir=tmp_path / "grouped")  # 100 a batch, compiled
     assert "compile" not in several and several["timing"]["compile_seconds"] > 0  # compiled, no fallback
-    assert grouped.batch_rows == [BATCH_SIZE * steps for steps in (15, 5, 10, 10, 5, 8)]
+    assert grouped.batch_rows == [BATCH_SIZE * steps for steps in (1, 14, 5, 10, 10, 5, 8)]
     assert grouped.checkpoint_steps == [20, 40, 53]
     for side in ("theta", "phi"):
         for name, value in single[side].items():

@@ -85,3 +85,34 @@ def test_lightning_runs_the_backward_of_every_step_under_a_precision_plugin_and_
     summary = train_in_process("model=beta_bernoulli", "trainer.max_steps=20", "steps_per_batch=10", *precision)
     assert summary["steps"] == 20
     assert len(calls) == lightning_backwards
+
+
+def test_the_first_step_is_a_batch_of_its_own_and_the_rate_leaves_it_out(
+    train_in_process, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first step carries a run's one-off work (Pyro's validation, the first TensorBoard event).
+    Made to last 1,000 s on the summary's clock here, it is not in ``timing.steps_per_second``."""
+    import time
+    from types import SimpleNamespace
+
+    from lightning_svi.logging import summary as summary_module
+    from lightning_svi.training.module import SVIModule
+
+    offset = [0.0]
+    monkeypatch.setattr(summary_module, "time", SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0]))
+    batches: list[int] = []
+    original = SVIModule.training_step
+
+    def training_step(self: SVIModule, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = original(self, batch, batch_idx)
+        batches.append(self.batch_steps)
+        if len(batches) == 1:
+            offset[0] = 1000.0
+        return loss
+
+    monkeypatch.setattr(SVIModule, "training_step", training_step)
+    summary = train_in_process("model=beta_bernoulli", "trainer.max_steps=21", "steps_per_batch=10")
+    assert batches == [1, 9, 10, 1]
+    assert summary["timing"]["wall_seconds"] > 1000
+    # Timed from the start of the first batch, 21 steps would take over 1,000 s.
+    assert summary["timing"]["steps_per_second"] > 1

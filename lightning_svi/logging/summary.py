@@ -94,25 +94,24 @@ class RunSummary(StepLogger):
         # (step, loss, log p, log q) of the last logged steps
         self.recent: deque[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=window)
         self.started_at = time.perf_counter()
-        self.first_step_at: float | None = None
-        self.last_step_at: float | None = None
-        self.steps_before_timing = 0  # a resumed run starts counting at its checkpoint's step
+        self.timed_from: float | None = None
+        self.timed_until: float | None = None
+        self.steps_before_timing = 0  # the step count when timing starts, after the first batch
         self.steps_timed = 0  # optimizer steps, not batches: compiled mode runs several per batch
         self.summary: dict[str, Any] | None = None  # what was last written, for other callbacks to read
         self.posterior_pending = False  # the run ended well: its posterior section comes after the summary
         self.drawing_posterior = False
 
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if self.first_step_at is None:
-            self.first_step_at = time.perf_counter()
-            self.steps_before_timing = trainer.global_step
-
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self.last_step_at = time.perf_counter()
+        """The loop's rate is timed from the end of its first batch (a fresh run's first step, which
+        carries its one-off work: ``observed_steps``) to the end of its last."""
+        now = time.perf_counter()
+        if self.timed_from is None:
+            self.timed_from = now
+            self.steps_before_timing = trainer.global_step
+        self.timed_until = now
         self.steps_timed = trainer.global_step - self.steps_before_timing
 
     def after_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
@@ -215,7 +214,7 @@ class RunSummary(StepLogger):
             return {"error": one_line(error)}
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
-        loop_seconds = (self.last_step_at or 0.0) - (self.first_step_at or 0.0)
+        loop_seconds = (self.timed_until or 0.0) - (self.timed_from or 0.0)
         sides = pl_module.sides
         summary = {
             **self.names,

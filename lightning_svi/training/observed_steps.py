@@ -12,7 +12,10 @@ minibatch per step, the consecutive minibatches the sampler would have drawn one
 (``TensorDataModule.group_minibatches``); under DDP each rank groups its own shards the same way,
 and since the grouping is a pure function of the step count the ranks take the same steps in
 every batch. Logged steps need no batch of their own: ``SVIModule``
-calls the step loggers (``StepLogger``) on them wherever they fall.
+calls the step loggers (``StepLogger``) on them wherever they fall. The run's first step is a batch
+of its own: it carries the run's one-off work (Pyro's validation of the program, the first event
+written to TensorBoard, the first posterior draw of enumerated sites), which the loop's rate
+(``summary.json`` ``timing.steps_per_second``) leaves out, as a benchmark leaves out its warm-up.
 """
 
 from __future__ import annotations
@@ -69,12 +72,15 @@ def resolve_steps_per_batch(
 
 
 def steps_to_observed(done: int, every: Sequence[int], max_steps: int, limit: int) -> int:
-    """How many steps (1 to ``limit``) take a run that has taken ``done`` steps to the next observed
-    step: a multiple of one of ``every`` (checkpoints, pictures) or ``max_steps``. A pure function
-    of ``done``: the sampler sizes a batch of minibatches with it before the loop runs that batch."""
+    """How many steps (1 to ``limit``) take a run that has taken ``done`` steps to the end of its
+    batch: the first step, an observed step (a multiple of one of ``every``: checkpoints, pictures;
+    or ``max_steps``) or a multiple of ``limit``, whichever comes first. A pure function of ``done``:
+    the sampler sizes a batch of minibatches with it before the loop runs that batch."""
+    if done == 0:
+        return 1
     for count in range(1, limit + 1):
         step = done + count
-        if step == max_steps or any(step % period == 0 for period in every):
+        if step == max_steps or step % limit == 0 or any(step % period == 0 for period in every):
             return count
     return limit
 
