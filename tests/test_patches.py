@@ -201,3 +201,53 @@ def test_a_distribution_made_with_validation_on_checks_its_samples_except_while_
         normal.log_prob(outside)
     with pyro_static_tracing():
         assert normal.log_prob(outside).isnan().any()
+
+
+def test_bernoulli_logits_of_a_sigmoid_are_its_clamped_input_while_tracing() -> None:
+    """The logit of torch's clamped probabilities, without the sigmoid-logit round trip: the same
+    values where float32 keeps them, the same clamp bounds beyond them. (Eagerly, float32 probabilities
+    near 1 lose digits: the round trip gives 9.9995 at 10, 14.84 at 15, the bound from about 15.2.)
+    A Bernoulli on other probabilities keeps torch's own logits."""
+    import math
+
+    import pyro.distributions as dist
+
+    a = torch.linspace(-30.0, 30.0, 601)
+    eps = torch.finfo(torch.float32).eps
+    bound = math.log1p(-eps) - math.log(eps)
+    eager = dist.Bernoulli(torch.sigmoid(a)).logits
+    plain_probs = torch.rand(5)
+    with pyro_static_tracing():
+        traced = dist.Bernoulli(torch.sigmoid(a)).logits
+        method = dist.Bernoulli(a.sigmoid()).logits
+        other = dist.Bernoulli(plain_probs).logits
+    assert torch.equal(traced, a.clamp(-bound, bound)) and torch.equal(method, traced)
+    middle = a.abs() < 5
+    assert torch.allclose(traced[middle], eager[middle], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(traced[a <= 10], eager[a <= 10], atol=1e-3)
+    beyond = a.abs() > bound
+    assert beyond.sum() == 282 and torch.equal(traced[beyond], eager[beyond])  # 16.0 to 30.0, each side
+    assert torch.equal(other, dist.Bernoulli(plain_probs).logits)
+    assert dist.Bernoulli(torch.sigmoid(a)).logits.equal(eager)  # the patch is gone after the block
+
+
+def test_a_traced_bernoulli_of_a_sigmoid_has_no_logit_round_trip_and_the_eager_gradient() -> None:
+    """A VAE decoder's ``Bernoulli(torch.sigmoid(x)).log_prob`` traced by ``make_fx`` as the compiled
+    step is: no ``log``/``log1p`` of the probabilities, and the eager log-prob and gradient."""
+    import pyro.distributions as dist
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def log_prob_and_gradient(x: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach().requires_grad_()
+        log_prob = dist.Bernoulli(torch.sigmoid(x)).to_event(1).log_prob(pixels).sum()
+        return log_prob, torch.autograd.grad(log_prob, x)[0]
+
+    x = torch.randn(4, 8) * 3
+    pixels = torch.bernoulli(torch.full((4, 8), 0.3))
+    with pyro_static_tracing():
+        graph = make_fx(log_prob_and_gradient)(x, pixels)
+    targets = {node.target for node in graph.graph.nodes}
+    assert torch.ops.aten.log1p.default not in targets and torch.ops.aten.log.default not in targets
+    assert torch.ops.aten.clamp.default in targets
+    traced, eager = graph(x, pixels), log_prob_and_gradient(x, pixels)
+    assert torch.allclose(traced[0], eager[0], rtol=1e-5) and torch.allclose(traced[1], eager[1], atol=1e-5)
