@@ -9,10 +9,11 @@
 Each round runs every mode once on the same setting (starting from a different mode each round),
 so machine noise hits all modes alike; the table reports the median steps/s over rounds and each
 mode's ratio to plain Pyro. Start-up is excluded: lightning-svi's rate is its training loop's own
-(``summary.json`` ``timing.steps_per_second``), plain Pyro's and NumPyro's are timed after warm-up
-steps. The second table gives the seconds spent outside the timed loop (median and slowest round):
-for lightning-svi the run's wall time minus its loop time, which is mostly tracing and compiling in
-compiled mode (inductor caches compiled graphs on disk, so later rounds are faster); for NumPyro
+after its first step (``summary.json`` ``timing.steps_per_second``; the first step is a batch of
+its own, ``observed_steps``), plain Pyro's and NumPyro's are timed after ``--warmup`` steps. The
+second table gives the seconds spent outside the timed loop (median and slowest round): for
+lightning-svi the run's wall time minus its steps at the loop's rate, which is mostly tracing and
+compiling in compiled mode (inductor caches compiled graphs on disk, so later rounds are faster); for NumPyro
 ``svi.init`` and the jit compile of the first ``svi.update`` (every round times the jitted update
 from the same initial state). The third gives each mode's peak resident memory (the largest round):
 every measurement runs in a process of its own (``bench_processes``), forked from this one after its
