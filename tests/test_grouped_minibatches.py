@@ -36,9 +36,9 @@ class Recorder:
         self.checkpoint_steps: list[int] = []
         loss_and_gradients, training_step, on_save_checkpoint = ORIGINALS
 
-        def record_step(engine: EagerStep, batch: dict) -> tuple:
+        def record_step(engine: EagerStep, batch: dict, **options: bool) -> tuple:
             self.step_rows.append(batch["index"].clone())
-            return loss_and_gradients(engine, batch)
+            return loss_and_gradients(engine, batch, **options)
 
         def record_batch(module: SVIModule, batch: dict, batch_idx: int) -> torch.Tensor:
             self.batch_rows.append(len(batch["index"]))

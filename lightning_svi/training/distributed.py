@@ -34,20 +34,8 @@ import functools
 import pyro
 import torch
 import torch.distributed
-from pytorch_lightning.strategies import Strategy
 
 from lightning_svi.core.estimators import ComputedLogProbs, LogProbs
-
-
-def mean_over_ranks(strategy: Strategy, loss: torch.Tensor, traces: LogProbs) -> tuple[torch.Tensor, LogProbs]:
-    """``loss`` and the per-site sums of ``traces`` averaged over all ranks, in one all-reduce.
-
-    Each rank's value estimates the full-data quantity from its shard, so their mean is the
-    estimate from the global batch. Every rank must call this at the same step.
-    """
-    estimates = step_estimates(loss, traces)
-    average_gradients(estimates)
-    return with_estimates(traces, estimates)
 
 
 def step_estimates(loss: torch.Tensor, traces: LogProbs | None) -> list[torch.Tensor]:

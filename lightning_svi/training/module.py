@@ -25,7 +25,7 @@ from lightning_svi.core.step_statistics import StepStatistics
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.data.datamodule import TensorDataModule
 from lightning_svi.logging.step_logger import Metrics, StepLogger, is_logging_step, log_scalars, merged
-from lightning_svi.training.distributed import average_gradients, mean_over_ranks, seed_ranks_apart
+from lightning_svi.training.distributed import average_gradients, seed_ranks_apart
 from lightning_svi.training.observed_steps import resolve_steps_per_batch, steps_this_batch, steps_to_observed
 from lightning_svi.training.step_engine import CompiledStep, EagerStep, UpdateRoute
 
@@ -233,10 +233,7 @@ class SVIModule(pl.LightningModule):
         """A step the loggers read: θ before the step, its estimates (averaged over ranks under DDP),
         the gradients before the update and the parameters after it, sent to the host in one copy."""
         metrics = self.log_before_step(self.trainer, self, step)
-        loss, traces, self.last_statistics = self.engine.loss_and_gradients(batch)
-        if self.trainer.world_size > 1:
-            loss, traces = mean_over_ranks(self.trainer.strategy, loss, traces)
-        self.last_loss, self.last_traces = loss, traces
+        self.last_loss, self.last_traces, self.last_statistics = self.engine.loss_and_gradients(batch, logged=True)
         metrics.update(self.log_before_update(self.trainer, self, self.optimizers().optimizer, step))
         self.engine.update()
         metrics.update(self.log_after_update(self.trainer, self, step))
