@@ -145,7 +145,8 @@ def test_compiled_ddp_takes_the_steps_of_eager_ddp(tmp_path: Path) -> None:
     and SGD (no random draws, no per-parameter step sizes) the same trajectory as eager DDP, on every rank."""
     from tests.test_ddp import DETERMINISTIC, rank_states, train_ddp
 
-    eager = rank_states(train_ddp(tmp_path, "eager", *DETERMINISTIC))
+    eager_dir = train_ddp(tmp_path, "eager", *DETERMINISTIC)
+    eager = rank_states(eager_dir)
     compiled_dir = train_ddp(tmp_path, "compiled", *DETERMINISTIC, "compile.enabled=true", "compile.backend=fx")
     compiled = rank_states(compiled_dir)
     summary = read_summary(compiled_dir)
@@ -153,3 +154,11 @@ def test_compiled_ddp_takes_the_steps_of_eager_ddp(tmp_path: Path) -> None:
     for name, value in compiled[0]["state_dict"].items():
         assert torch.equal(value, compiled[1]["state_dict"][name]), name  # the ranks agree exactly
         torch.testing.assert_close(value, eager[0]["state_dict"][name], rtol=1e-4, atol=1e-5)
+    # The norms of the averaged gradients, which the optimizer applied, not of one rank's own.
+    eager_scalars, compiled_scalars = read_scalars(eager_dir), read_scalars(compiled_dir)
+    norms = [tag for tag in eager_scalars if tag.startswith("grad_norm/")]
+    assert norms
+    for tag in norms:
+        assert [step for step, _ in compiled_scalars[tag]] == [step for step, _ in eager_scalars[tag]]
+        for (_, got), (_, want) in zip(compiled_scalars[tag], eager_scalars[tag], strict=True):
+            assert got == pytest.approx(want, rel=1e-4, abs=1e-6), tag

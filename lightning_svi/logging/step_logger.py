@@ -65,24 +65,26 @@ class StepLogger(pl.Callback):
 
 class Cadence:
     """Which logged steps also log something that costs more than their scalars (a histogram of a
-    large tensor): the first logged step, the first at or past each multiple of ``every_n_steps``,
-    and the run's last step; none when ``every_n_steps`` is None. A short run still shows its first
-    and last, and a logged step in between costs its scalars only."""
+    large tensor, a posterior draw): the first logged step, the first at or past each multiple of
+    ``every_n_steps``, and (with ``last_step``) the run's last step; none when ``every_n_steps`` is
+    None. A short run still shows its first and last, and a logged step in between costs its
+    scalars only."""
 
-    def __init__(self, every_n_steps: int | None, name: str) -> None:
+    def __init__(self, every_n_steps: int | None, name: str, last_step: bool = True) -> None:
         valid = isinstance(every_n_steps, int) and not isinstance(every_n_steps, bool) and every_n_steps >= 1
         if every_n_steps is not None and not valid:
             raise ValueError(f"{name} must be a positive number of steps or null (never), got {every_n_steps!r}")
         self.every_n_steps = every_n_steps
-        self._last: int | None = None
+        self.last_step = last_step
+        self.latest: int | None = None  # the last step it was due at
 
     def due(self, trainer: pl.Trainer, step: int) -> bool:
         """Whether the logged step ``step`` is one of them (it then counts as the latest)."""
-        every, last = self.every_n_steps, self._last
+        every, last = self.every_n_steps, self.latest
         if every is None:
             return False
-        if last is None or step == trainer.max_steps or step // every > last // every:
-            self._last = step
+        if last is None or (self.last_step and step == trainer.max_steps) or step // every > last // every:
+            self.latest = step
             return True
         return False
 
