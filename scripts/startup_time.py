@@ -12,8 +12,7 @@ launch uses an empty cache (``compile.cache_dir``), the others the one it filled
 
 On a shared machine the wall-clock seconds stretch with the load, so each launch also reports the CPU
 seconds the ``train.py`` process had used when its first step line arrived (``/proc/PID/stat``, Linux; its
-own threads, not inductor's compile workers), which the load stretches far less: at a load average of 8
-on 2 cores, 15.9 s to the first step against 6.5 s of CPU (medians of 3 launches).
+own threads, not inductor's compile workers), which the load stretches far less.
 """
 
 from __future__ import annotations
