@@ -30,6 +30,7 @@ all-reduce alone already waits for every rank.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import pyro
 import torch
@@ -61,13 +62,15 @@ def seed_ranks_apart(global_rank: int, world_size: int) -> None:
         pyro.set_rng_seed(torch.initial_seed() + global_rank)
 
 
-def average_gradients(tensors: list[torch.Tensor]) -> None:
+def average_gradients(tensors: list[torch.Tensor], all_reduce: Callable[[torch.Tensor], None] | None = None) -> None:
     """Average ``tensors`` over all ranks in place, with one all-reduce of a flat buffer: what DDP's
     reducer does for gradients that reach it through autograd (compiled mode's come from its graph),
-    here with the step's estimates riding along (``step_estimates``)."""
+    here with the step's estimates riding along (``step_estimates``). ``all_reduce`` sums in place:
+    ``torch.distributed.all_reduce`` (the default), or between the ranks of one machine through
+    shared memory (``host_all_reduce``)."""
     dtype = functools.reduce(torch.promote_types, (tensor.dtype for tensor in tensors))
     flat = torch.cat([tensor.reshape(-1).to(dtype) for tensor in tensors])
-    torch.distributed.all_reduce(flat)
+    (all_reduce or torch.distributed.all_reduce)(flat)
     flat /= torch.distributed.get_world_size()
     for tensor, averaged in zip(tensors, flat.split([tensor.numel() for tensor in tensors]), strict=True):
         tensor.copy_(averaged.view_as(tensor))

@@ -25,6 +25,7 @@ from lightning_svi.core.step_statistics import StepStatistics
 from lightning_svi.core.svi_model import Batch
 from lightning_svi.data.datamodule import TensorDataModule
 from lightning_svi.logging.step_logger import Metrics, StepLogger, is_logging_step, log_scalars, merged
+from lightning_svi.training import host_all_reduce
 from lightning_svi.training.distributed import average_gradients, seed_ranks_apart
 from lightning_svi.training.observed_steps import resolve_steps_per_batch, steps_this_batch, steps_to_observed
 from lightning_svi.training.step_engine import CompiledStep, EagerStep, UpdateRoute
@@ -170,7 +171,7 @@ class SVIModule(pl.LightningModule):
             route = UpdateRoute.plain(optimizer, scheduler, self.trainer)
             if distributed:
                 self.trainer.strategy.model.require_backward_grad_sync = False
-                averaging = average_gradients
+                averaging = partial(average_gradients, all_reduce=host_all_reduce.for_this_process(self.device))
         if self.compile_backend is None:
             return EagerStep(self.svi, self.estimator, route, averaging)
         # Imported only when compiling: torch._inductor adds 0.2 s to an eager run's start.

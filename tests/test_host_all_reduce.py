@@ -1,0 +1,60 @@
+"""The shared-memory all-reduce between two CPU processes (gloo for its setup): every call's sum on
+every rank, the same bits on both, buffers that outgrow the segment, and gloo kept when the ranks
+are on different machines."""
+
+from __future__ import annotations
+
+import socket
+
+import torch
+import torch.distributed
+import torch.multiprocessing
+
+from lightning_svi.training import host_all_reduce
+
+WORLD_SIZE = 2
+# Buffer sizes in call order: growth past the first segment (10 -> 25 -> 3000), then smaller again.
+SIZES = [10, 10, 25, 7, 3000, 1, *([40] * 200)]
+
+
+def rank_buffer(rank: int, call: int, size: int, dtype: torch.dtype) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1000 * call + rank)
+    return torch.randn(size, generator=generator, dtype=torch.float64).to(dtype)
+
+
+def join(rank: int, port: int) -> None:
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE
+    )
+
+
+def sums_on_each_rank(rank: int, port: int) -> None:
+    join(rank, port)
+    machine = socket.gethostname
+    socket.gethostname = lambda: f"machine-{rank}"  # in this process only
+    assert host_all_reduce.for_this_process(torch.device("cpu")) is torch.distributed.all_reduce
+    socket.gethostname = machine
+    all_reduce = host_all_reduce.for_this_process(torch.device("cpu"))
+    assert isinstance(all_reduce, host_all_reduce.SharedMemoryAllReduce)
+    for call, size in enumerate(SIZES):
+        dtype = torch.float32 if call % 2 else torch.float64
+        flat = rank_buffer(rank, call, size, dtype)
+        all_reduce(flat)
+        expected = sum(rank_buffer(other, call, size, torch.float64) for other in range(WORLD_SIZE)).to(dtype)
+        torch.testing.assert_close(flat, expected, rtol=1e-6, atol=1e-6)
+        # Parameters stay in step only if every rank gets the same bits: compare them through gloo.
+        gathered = [torch.empty_like(flat) for _ in range(WORLD_SIZE)]
+        torch.distributed.all_gather(gathered, flat)
+        assert all(torch.equal(gathered[0], other) for other in gathered[1:]), f"ranks differ at call {call}"
+    assert all_reduce.capacity >= 3000
+    torch.distributed.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_on_one_machine_sum_through_shared_memory_and_on_two_through_gloo() -> None:
+    torch.multiprocessing.spawn(sums_on_each_rank, args=(free_port(),), nprocs=WORLD_SIZE, join=True)
