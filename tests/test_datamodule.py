@@ -38,12 +38,23 @@ def test_ranks_draw_disjoint_shards_of_equal_size(monkeypatch: pytest.MonkeyPatc
     assert len(set(combined)) == len(combined) == 12
 
 
+def test_each_pass_is_torch_randperm_seeded_by_seed_plus_pass() -> None:
+    """The order a resumed run and every DDP rank rebuild from the seed and the pass number alone
+    (drawn in int32 for speed: the same permutation as randperm's default int64)."""
+    batches = take(EndlessBatchSampler(1000, 100, shuffle=True, seed=7), 30)
+    for data_pass in range(3):
+        expected = torch.randperm(1000, generator=torch.Generator().manual_seed(7 + data_pass))
+        drawn = torch.cat(batches[10 * data_pass : 10 * (data_pass + 1)])
+        assert drawn.dtype == torch.long and torch.equal(drawn, expected), data_pass
+
+
 def test_batches_carry_their_row_index() -> None:
-    data = {"x": torch.arange(6.0) * 10}
+    data = {"x": torch.arange(6.0) * 10, "xy": torch.arange(12).reshape(6, 2)}
     loader = TensorDataModule(data, batch_size=2).train_dataloader()
     batch = next(iter(loader))
     assert torch.equal(batch["x"], batch["index"].float() * 10)
-    assert len(batch["index"]) == 2
+    assert torch.equal(batch["xy"], torch.stack([2 * batch["index"], 2 * batch["index"] + 1], dim=1))
+    assert batch["index"].dtype == torch.long and len(batch["index"]) == 2
 
 
 @pytest.mark.parametrize("start", [0, 4])
