@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from lightning_svi.config.command_line import refuse_bad_command_line
 from lightning_svi.config.launch_time import register_resolver
+from lightning_svi.config.single_composition import composed_once
 
 register_resolver()  # before Hydra composes: the run and sweep folder names use ${launch_time:...}
 
@@ -23,4 +24,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     refuse_bad_command_line(sys.argv[1:])  # what Hydra would refuse with a traceback before lightning-svi runs
-    main()
+    with composed_once(sys.argv[1:]):  # Hydra would compose the config twice
+        main()

@@ -1,5 +1,5 @@
-"""What ``train.py`` does to reach its first step sooner: torch and Lightning imported without the garbage
-collector walking them, and the heavy optional libraries imported only where they are used."""
+"""What ``train.py`` does to reach its first step sooner: its config composed once, torch and Lightning imported
+without the garbage collector walking them, and the heavy optional libraries imported only where they are used."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
 
 # A fresh interpreter: in pytest's, torch is imported already.
 IMPORT_TORCH = """
@@ -69,3 +74,75 @@ def test_numpys_openblas_runs_one_thread_unless_the_user_chose_otherwise() -> No
         result = subprocess.run([sys.executable, "-c", OPENBLAS_THREADS], capture_output=True, text=True, env=env)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == [expected, True]
+
+
+# train.py as a user runs it, lightning_svi.cli.run replaced by one that reports what Hydra handed it (no torch is
+# imported): "once" as train.py is, "twice" with composed_once doing nothing (Hydra's own two compositions).
+TRAIN_PY_CONFIG = """
+import contextlib, json, runpy, sys
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+import lightning_svi.cli
+from lightning_svi.config import single_composition
+
+compositions = []
+load_configuration = ConfigLoaderImpl.load_configuration
+def counted(self, *args, **kwargs):
+    compositions.append(kwargs["run_mode"].name)
+    return load_configuration(self, *args, **kwargs)
+ConfigLoaderImpl.load_configuration = counted
+
+def run(cfg):
+    hydra = HydraConfig.get()
+    print(json.dumps({"compositions": compositions, "mode": hydra.mode.name, "config": OmegaConf.to_yaml(cfg),
+                      "task": list(hydra.overrides.task), "hydra": list(hydra.overrides.hydra)}))
+lightning_svi.cli.run = run
+train_py, how = sys.argv[1:3]
+sys.argv = [train_py, *sys.argv[3:]]
+if how == "twice":
+    single_composition.composed_once = lambda argv: contextlib.nullcontext()
+runpy.run_path(train_py, run_name="__main__")
+"""
+
+
+def train_py_config(how: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``train.py OVERRIDES`` up to lightning-svi's ``run`` (``how``: once or twice); stdout's last line reports."""
+    command = [sys.executable, "-c", TRAIN_PY_CONFIG, str(REPO / "train.py"), how, *overrides]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+
+
+def report(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("overrides", [[], ["model=gmm", "guide=normal", "optim.lr=0.05", "+tags=[a]"]])
+def test_a_run_composes_its_config_once_and_gets_the_config_hydra_composes_twice(
+    tmp_path: Path, overrides: list[str]
+) -> None:
+    runs = {
+        how: report(train_py_config(how, *overrides, f"hydra.run.dir={tmp_path / how}", cwd=tmp_path))
+        for how in ("once", "twice")
+    }
+    assert runs["twice"]["compositions"] == ["MULTIRUN", "RUN"]  # Hydra's get_mode, then the run
+    assert runs["once"]["compositions"] == ["RUN"]
+    once, twice = runs["once"], runs["twice"]
+    assert once["config"] == twice["config"] and once["task"] == twice["task"] == overrides
+    assert once["mode"] == twice["mode"] == "RUN"
+    # Hydra notes the mode it chose among the overrides; with one composition the mode is the config's own
+    assert twice["hydra"] == [f"hydra.run.dir={tmp_path / 'twice'}", "hydra.mode=RUN"]
+    assert once["hydra"] == [f"hydra.run.dir={tmp_path / 'once'}"]
+
+
+def test_a_mode_set_by_the_config_and_a_bad_sweep_take_hydras_path(tmp_path: Path) -> None:
+    """hydra.mode=MULTIRUN without -m still sweeps; a sweep without -m is refused with Hydra's message."""
+    for how in ("once", "twice"):
+        swept = report(train_py_config(how, "hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path / how}", cwd=tmp_path))
+        assert swept["mode"] == "MULTIRUN"
+    refusals = [
+        train_py_config(how, "seed=0,1", f"hydra.run.dir={tmp_path / 'refused'}", cwd=tmp_path)
+        for how in ("once", "twice")
+    ]
+    assert refusals[0].returncode == refusals[1].returncode != 0
+    assert "seed=0,1" in refusals[0].stderr and refusals[0].stderr == refusals[1].stderr
