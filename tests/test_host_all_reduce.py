@@ -5,6 +5,7 @@ are on different machines."""
 from __future__ import annotations
 
 import socket
+import time
 
 import torch
 import torch.distributed
@@ -36,16 +37,30 @@ def sums_on_each_rank(rank: int, port: int) -> None:
     socket.gethostname = machine
     all_reduce = host_all_reduce.for_this_process(torch.device("cpu"))
     assert isinstance(all_reduce, host_all_reduce.SharedMemoryAllReduce)
+    if rank == 1:  # a slow reader: rank 0 runs on to its next call while rank 1 has this one's slots to read
+        wait = all_reduce._wait_for_ranks
+
+        def wait_then_dawdle() -> None:
+            wait()
+            time.sleep(0.002)
+
+        all_reduce._wait_for_ranks = wait_then_dawdle
+    results = []
     for call, size in enumerate(SIZES):
         dtype = torch.float32 if call % 2 else torch.float64
         flat = rank_buffer(rank, call, size, dtype)
         all_reduce(flat)
         expected = sum(rank_buffer(other, call, size, torch.float64) for other in range(WORLD_SIZE)).to(dtype)
-        torch.testing.assert_close(flat, expected, rtol=1e-6, atol=1e-6)
-        # Parameters stay in step only if every rank gets the same bits: compare them through gloo.
-        gathered = [torch.empty_like(flat) for _ in range(WORLD_SIZE)]
-        torch.distributed.all_gather(gathered, flat)
-        assert all(torch.equal(gathered[0], other) for other in gathered[1:]), f"ranks differ at call {call}"
+        torch.testing.assert_close(
+            flat, expected, rtol=1e-6, atol=1e-6, msg=lambda text, call=call: f"call {call}: {text}"
+        )
+        results.append(flat.double())
+    # Parameters stay in step only if every rank gets the same bits: compare them through gloo, at
+    # the end (a collective in the loop would keep rank 0 from running ahead of rank 1).
+    results = torch.cat(results)
+    gathered = [torch.empty_like(results) for _ in range(WORLD_SIZE)]
+    torch.distributed.all_gather(gathered, results)
+    assert all(torch.equal(gathered[0], other) for other in gathered[1:])
     assert all_reduce.capacity >= 3000
     torch.distributed.destroy_process_group()
 
