@@ -134,7 +134,9 @@ def test_minibatches_per_batch_are_capped_by_rows_by_default_and_refused_where_t
     assert resolve_steps_per_batch(None, 1, minibatch_rows=AUTO_ROWS_PER_BATCH // 4) == 4
     assert resolve_steps_per_batch(None, 1, minibatch_rows=AUTO_ROWS_PER_BATCH * 2) == 1
     assert resolve_steps_per_batch(None, 1, minibatch_rows=1000, groupable=False) == 1
-    assert resolve_steps_per_batch(None, 2, minibatch_rows=1000) == 10  # DDP averages each step's gradients itself
+    assert resolve_steps_per_batch(None, 2, minibatch_rows=1000) == 50  # DDP averages each step's gradients itself
+    assert resolve_steps_per_batch(None, 2, minibatch_rows=None) == 50
+    assert resolve_steps_per_batch(None, 2, minibatch_rows=None, compiled=True) == 100
     assert resolve_steps_per_batch(None, 2, minibatch_rows=1000, plain_precision=False) == 1  # DDP's hooks do
     assert resolve_steps_per_batch(7, 1, minibatch_rows=AUTO_ROWS_PER_BATCH) == 7  # the user's choice
     with pytest.raises(UserInputError, match="steps_per_batch=3 with minibatches from a data module that draws one"):

@@ -2,7 +2,7 @@
 Lightning batch.
 
 Lightning's loop costs a fixed 0.5-2 ms per batch (its loop, the data fetch, the callbacks' hooks),
-under DDP about 10 ms (``StopSignals``' all-reduce, the ranks waiting for each other): a tenth of
+under DDP several more (two collectives through gloo, the ranks waiting for each other): a tenth of
 a small model's eager step on one process, a third of it under DDP, more than a compiled step
 itself. SVI therefore runs several steps per batch (``steps_per_batch``), ending each batch on the next step
 that is checkpointed or pictured (or the last), so every Lightning callback sees exactly the steps
@@ -28,8 +28,10 @@ from lightning_svi.errors import UserInputError
 
 # A batch of eager steps lasts tens of milliseconds; compiled steps are ten times shorter, and a
 # batch of them only as long with ten times as many (the progress bar still updates several times
-# a second).
-AUTO_STEPS_PER_BATCH = {"eager": 10, "compiled": 100}
+# a second). Under DDP each batch also costs two collectives through gloo (Lightning's broadcast of
+# SIGTERM and ``StopSignals``' all-reduce), milliseconds each on CPU: eager batches are five times
+# longer there.
+AUTO_STEPS_PER_BATCH = {"eager": 10, "eager under DDP": 50, "compiled": 100}
 # A batch of minibatches is gathered at once: by default it holds at most this many rows (about as
 # many as the largest built-in setting's whole data), so that the gather never holds a large data
 # set twice over.
@@ -56,7 +58,7 @@ def resolve_steps_per_batch(
     if option is None:
         if through_lightning_ddp or (minibatches and not groupable):
             return 1
-        auto = AUTO_STEPS_PER_BATCH["compiled" if compiled else "eager"]
+        auto = AUTO_STEPS_PER_BATCH["compiled" if compiled else "eager under DDP" if world_size > 1 else "eager"]
         return max(1, min(auto, AUTO_ROWS_PER_BATCH // minibatch_rows)) if minibatches else auto
     if option > 1 and through_lightning_ddp:
         raise UserInputError(
