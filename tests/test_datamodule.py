@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -46,6 +48,22 @@ def test_each_pass_is_torch_randperm_seeded_by_seed_plus_pass() -> None:
         expected = torch.randperm(1000, generator=torch.Generator().manual_seed(7 + data_pass))
         drawn = torch.cat(batches[10 * data_pass : 10 * (data_pass + 1)])
         assert drawn.dtype == torch.long and torch.equal(drawn, expected), data_pass
+
+
+def test_the_next_pass_is_drawn_ahead_in_a_thread_that_stops_with_the_iterator(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = []
+
+    def record(num_rows: int, seed: int) -> torch.Tensor:
+        drawn.append((seed, threading.current_thread().name))
+        return torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed))
+
+    monkeypatch.setattr(datamodule, "_permutation", record)
+    iterator = iter(EndlessBatchSampler(10, 5, shuffle=True, seed=3, start=2))  # minibatch 2: pass 1
+    next(iterator)
+    iterator.close()  # waits for the pass being drawn ahead
+    assert [seed for seed, _ in drawn] == [3 + 1, 3 + 2]
+    assert all(name.startswith(datamodule.PERMUTATION_THREAD) for _, name in drawn)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith(datamodule.PERMUTATION_THREAD)]
 
 
 def test_batches_carry_their_row_index() -> None:

@@ -4,12 +4,13 @@ continues the same sequence."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-from lightning_svi.data.datamodule import EndlessBatchSampler
+from lightning_svi.data.datamodule import PERMUTATION_THREAD, EndlessBatchSampler
 from lightning_svi.errors import UserInputError
 from lightning_svi.training.module import SVIModule
 from lightning_svi.training.observed_steps import AUTO_ROWS_PER_BATCH, resolve_steps_per_batch
@@ -110,6 +111,8 @@ def test_a_resumed_grouped_run_continues_the_minibatch_sequence_and_ends_where_a
     assert same_tensors(resumed_steps.step_rows, sampler_minibatches(33, start=27))
     assert resumed_steps.checkpoint_steps == [30, 40, 50, 60]
     assert (resumed["status"], resumed["theta"], resumed["phi"]) == ("completed", straight["theta"], straight["phi"])
+    # The sampler's thread that draws the next pass ahead ended with each run's loop.
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith(PERMUTATION_THREAD)]
 
 
 @pytest.mark.slow
