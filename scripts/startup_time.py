@@ -2,6 +2,7 @@
 
     python scripts/startup_time.py                 # the default run and compiled mode, 3 launches each
     python scripts/startup_time.py --repeats 5 -- model=gmm
+    python scripts/startup_time.py --commands default   # the default run alone (a minute, no compiling)
 
 Each launch runs ``train.py`` in a fresh process from a temporary folder, with its output through a
 pipe (plain progress lines), ``progress_bar_refresh_rate=1`` and 10 steps; the time of the first
@@ -30,6 +31,11 @@ from pathlib import Path
 
 TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
 STEPS = ["trainer.max_steps=10", "progress_bar_refresh_rate=1", "callbacks.diagnostics=null"]
+# --commands: each one's row title and the overrides it adds to those of every launch
+COMMANDS = {
+    "default": ("python train.py", []),
+    "compiled": ("python train.py compile.enabled=true", ["compile.enabled=true"]),
+}
 
 
 @dataclass(frozen=True)
@@ -98,13 +104,12 @@ def row(title: str, launches: list[Launch]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--commands", nargs="+", choices=list(COMMANDS), default=list(COMMANDS))
     parser.add_argument("overrides", nargs="*", help="train.py overrides for every launch (after --)")
     args = parser.parse_args(argv)
-    runs = {
-        "python train.py": args.overrides,
-        "python train.py compile.enabled=true": [*args.overrides, "compile.enabled=true"],
-    }
-    rows = [row(title, measure(overrides, args.repeats)) for title, overrides in runs.items()]
+    rows = [
+        row(COMMANDS[name][0], measure([*args.overrides, *COMMANDS[name][1]], args.repeats)) for name in args.commands
+    ]
     print(
         "| command | first line (median, range) | first training step (median, range) "
         "| CPU at the first step (median, range) | compile (each launch) |"

@@ -35,6 +35,16 @@ def test_each_command_gets_its_first_line_before_its_first_step_and_the_second_c
     assert re.fullmatch(r"\d+\.\d s \(miss\), \d+\.\d s \(hit\)", rows[1][4].strip())
 
 
+def test_commands_picks_the_rows_to_launch() -> None:
+    """--commands default launches only the default run: no compiling, a table of one row."""
+    command = [sys.executable, str(REPO / "scripts" / "startup_time.py"), "--commands", "default", "--repeats", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.strip("|").split("|") for line in result.stdout.splitlines() if line.startswith("| python")]
+    assert [row[0].strip() for row in rows] == ["python train.py"]
+    assert all(CELL.match(cell.strip()) for cell in rows[0][1:4]) and rows[0][4].strip() == "–"
+
+
 def test_cpu_seconds_counts_a_process_work_and_is_none_for_a_process_that_is_gone() -> None:
     busy = subprocess.Popen(
         [
