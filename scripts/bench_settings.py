@@ -167,7 +167,10 @@ SETTINGS: dict[str, Setting] = {
         "beta_bernoulli",
         {"num_flips": 5000},
         trainer="ddp_cpu",
-        note="lightning-svi on 2 processes (gloo; python train.py trainer=ddp_cpu); plain Pyro on one",
+        note=(
+            "lightning-svi on 2 processes (python train.py trainer=ddp_cpu: gloo, and shared memory for "
+            "the steps' all-reduce); plain Pyro on one"
+        ),
     ),
     "coin": TutorialSetting("Pyro tutorial: SVI Part I coin (10 flips)", "coin"),
     "tutorial-gmm": TutorialSetting("Pyro tutorial: GMM, AutoDelta, enumerated (5 points)", "gmm"),

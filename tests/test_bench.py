@@ -109,7 +109,8 @@ def test_the_ddp_row_runs_train_py_on_two_processes() -> None:
     assert list(table) == [DDP]
     assert list(ratios(table[DDP])) == [PLAIN_PYRO, "lightning-svi (log every 10)"]
     assert list(peaks_mib(rate_table(stdout, RSS_TABLE)[DDP])) == [PLAIN_PYRO, "lightning-svi (log every 10)"]
-    assert f"- {DDP}: lightning-svi on 2 processes (gloo; python train.py trainer=ddp_cpu); plain Pyro on one" in stdout
+    ddp_note = "(python train.py trainer=ddp_cpu: gloo, and shared memory for the steps' all-reduce); plain Pyro on one"
+    assert f"- {DDP}: lightning-svi on 2 processes {ddp_note}" in stdout
 
 
 @pytest.mark.slow
