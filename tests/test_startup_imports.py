@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lightning_svi.config import single_composition
 from tests.conftest import REPO
 
 # A fresh interpreter: in pytest's, torch is imported already.
@@ -146,3 +147,17 @@ def test_a_mode_set_by_the_config_and_a_bad_sweep_take_hydras_path(tmp_path: Pat
     ]
     assert refusals[0].returncode == refusals[1].returncode != 0
     assert "seed=0,1" in refusals[0].stderr and refusals[0].stderr == refusals[1].stderr
+
+
+def test_a_hydra_release_other_than_the_known_one_keeps_hydras_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hydra
+    from hydra._internal.hydra import Hydra
+
+    get_mode = Hydra.get_mode
+    monkeypatch.setattr(hydra, "__version__", "1.4.0")
+    with single_composition.composed_once(["model=gmm"]):
+        assert Hydra.get_mode is get_mode
+    monkeypatch.setattr(hydra, "__version__", single_composition.KNOWN_HYDRA + "8")
+    with single_composition.composed_once(["model=gmm"]):
+        assert Hydra.get_mode is not get_mode
+    assert Hydra.get_mode is get_mode
