@@ -11,6 +11,12 @@ steps at most) are taken from the parent. Compiled launches also report the summ
 ``timing.compile_seconds`` and whether inductor's cache held the compiled step; the first compiled
 launch uses an empty cache (``compile.cache_dir``), the others the one it filled.
 
+Python's bytecode cache: where the environment sets ``PYTHONDONTWRITEBYTECODE`` (as some sandboxes
+and containers do), every launch compiles the source of modules without a cached ``.pyc``,
+lightning-svi's among them; ``--write-bytecode`` launches without it, as a user's machine
+normally runs, so that the first launch writes the cache and the later ones read it. The first
+line of the output says which.
+
 On a shared machine the wall-clock seconds stretch with the load, so each launch also reports the CPU
 seconds the ``train.py`` process had used when its first step line arrived (``/proc/PID/stat``, Linux; its
 own threads, not inductor's compile workers), which the load stretches far less.
@@ -56,11 +62,21 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15 of proc(5)
 
 
-def launch(overrides: list[str], folder: Path) -> Launch:
+def launch_environment(write_bytecode: bool) -> dict[str, str]:
+    """This process's environment, without ``PYTHONDONTWRITEBYTECODE`` where ``write_bytecode``."""
+    environment = dict(os.environ)
+    if write_bytecode:
+        environment.pop("PYTHONDONTWRITEBYTECODE", None)
+    return environment
+
+
+def launch(overrides: list[str], folder: Path, environment: dict[str, str]) -> Launch:
     """One ``python train.py`` in ``folder``, timed from just before the process starts."""
     command = [sys.executable, str(TRAIN_PY), *STEPS, f"hydra.run.dir={folder / 'run'}", *overrides]
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command, cwd=folder, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     first_line = first_step = cpu_at_first_step = None
     output = []
     for line in process.stdout:
@@ -75,12 +91,12 @@ def launch(overrides: list[str], folder: Path) -> Launch:
     return Launch(first_line, first_step, cpu_at_first_step, timing["compile_seconds"], timing.get("compile_cache_hit"))
 
 
-def measure(overrides: list[str], repeats: int) -> list[Launch]:
+def measure(overrides: list[str], repeats: int, environment: dict[str, str]) -> list[Launch]:
     with tempfile.TemporaryDirectory() as cache:
         launches = []
         for index in range(repeats):
             with tempfile.TemporaryDirectory() as folder:
-                launches.append(launch([*overrides, f"compile.cache_dir={cache}"], Path(folder)))
+                launches.append(launch([*overrides, f"compile.cache_dir={cache}"], Path(folder), environment))
             print(f"  {' '.join(overrides) or 'default'} #{index + 1}: {launches[-1]}", file=sys.stderr)
         return launches
 
@@ -105,10 +121,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--commands", nargs="+", choices=list(COMMANDS), default=list(COMMANDS))
+    parser.add_argument(
+        "--write-bytecode", action="store_true", help="launch without PYTHONDONTWRITEBYTECODE (as a user's machine)"
+    )
     parser.add_argument("overrides", nargs="*", help="train.py overrides for every launch (after --)")
     args = parser.parse_args(argv)
+    environment = launch_environment(args.write_bytecode)
+    writes = "PYTHONDONTWRITEBYTECODE" not in environment
+    print(f"Python's bytecode cache: {'written and read' if writes else 'not written (PYTHONDONTWRITEBYTECODE set)'}")
     rows = [
-        row(COMMANDS[name][0], measure([*args.overrides, *COMMANDS[name][1]], args.repeats)) for name in args.commands
+        row(COMMANDS[name][0], measure([*args.overrides, *COMMANDS[name][1]], args.repeats, environment))
+        for name in args.commands
     ]
     print(
         "| command | first line (median, range) | first training step (median, range) "

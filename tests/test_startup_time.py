@@ -5,6 +5,7 @@ No time is asserted: a shared machine's seconds say nothing about the code.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from scripts.startup_time import cpu_seconds
+from scripts.startup_time import cpu_seconds, launch_environment
 from tests.conftest import REPO
 
 CELL = re.compile(r"^(\d+\.\d) s \((\d+\.\d)–(\d+\.\d)\)$")
@@ -42,6 +43,10 @@ def test_commands_picks_the_rows_to_launch() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.strip("|").split("|") for line in result.stdout.splitlines() if line.startswith("| python")]
     assert [row[0].strip() for row in rows] == ["python train.py"]
+    cache = "written and read"
+    if "PYTHONDONTWRITEBYTECODE" in os.environ:
+        cache = "not written (PYTHONDONTWRITEBYTECODE set)"
+    assert result.stdout.splitlines()[0] == f"Python's bytecode cache: {cache}"
     assert all(CELL.match(cell.strip()) for cell in rows[0][1:4]) and rows[0][4].strip() == "–"
 
 
@@ -62,3 +67,9 @@ def test_cpu_seconds_counts_a_process_work_and_is_none_for_a_process_that_is_gon
     finally:
         busy.communicate(b"\n")
     assert cpu_seconds(busy.pid) is None  # reaped: no /proc entry
+
+
+def test_write_bytecode_launches_without_pythondontwritebytecode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    assert "PYTHONDONTWRITEBYTECODE" not in launch_environment(write_bytecode=True)
+    assert launch_environment(write_bytecode=False)["PYTHONDONTWRITEBYTECODE"] == "1"
