@@ -40,9 +40,12 @@ def test_ranks_draw_disjoint_shards_of_equal_size(monkeypatch: pytest.MonkeyPatc
     assert len(set(combined)) == len(combined) == 12
 
 
-def test_each_pass_is_torch_randperm_seeded_by_seed_plus_pass() -> None:
+@pytest.mark.parametrize("ahead", [False, True], ids=["in-line", "drawn-ahead"])
+def test_each_pass_is_torch_randperm_seeded_by_seed_plus_pass(monkeypatch: pytest.MonkeyPatch, ahead: bool) -> None:
     """The order a resumed run and every DDP rank rebuild from the seed and the pass number alone
-    (drawn in int32 for speed: the same permutation as randperm's default int64)."""
+    (drawn in int32 for speed: the same permutation as randperm's default int64), whether the
+    passes are drawn in line or ahead in a thread (large data)."""
+    monkeypatch.setattr(datamodule, "DRAWN_AHEAD_FROM_ROWS", 1000 if ahead else 1001)
     batches = take(EndlessBatchSampler(1000, 100, shuffle=True, seed=7), 30)
     for data_pass in range(3):
         expected = torch.randperm(1000, generator=torch.Generator().manual_seed(7 + data_pass))
@@ -58,6 +61,7 @@ def test_the_next_pass_is_drawn_ahead_in_a_thread_that_stops_with_the_iterator(m
         return torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed))
 
     monkeypatch.setattr(datamodule, "_permutation", record)
+    monkeypatch.setattr(datamodule, "DRAWN_AHEAD_FROM_ROWS", 10)
     iterator = iter(EndlessBatchSampler(10, 5, shuffle=True, seed=3, start=2))  # minibatch 2: pass 1
     next(iterator)
     iterator.close()  # waits for the pass being drawn ahead

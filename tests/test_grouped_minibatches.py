@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_svi.data import datamodule
 from lightning_svi.data.datamodule import PERMUTATION_THREAD, EndlessBatchSampler
 from lightning_svi.errors import UserInputError
 from lightning_svi.training.module import SVIModule
@@ -92,7 +93,9 @@ def test_grouped_minibatches_take_the_same_steps_on_the_same_minibatches_as_one_
 def test_a_resumed_grouped_run_continues_the_minibatch_sequence_and_ends_where_a_straight_run_does(
     train_in_process, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first run stops at 27, inside a pass and between two batch boundaries of the straight run."""
+    """The first run stops at 27, inside a pass and between two batch boundaries of the straight run;
+    each pass is shuffled ahead in the sampler's thread, as a large data set's are."""
+    monkeypatch.setattr(datamodule, "DRAWN_AHEAD_FROM_ROWS", ROWS)
     every = [*MINIBATCHES, "checkpoint.every_n_steps=10", "tensorboard.image_every_n_steps=null"]
     straight_steps = Recorder(monkeypatch)
     straight = train_in_process(*every, "trainer.max_steps=60", run_dir=tmp_path / "straight")

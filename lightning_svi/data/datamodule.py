@@ -18,6 +18,10 @@ from lightning_svi.core.svi_model import Batch, SVIModel
 from lightning_svi.data.readers import DtypeOption, read_columns
 
 PERMUTATION_THREAD = "lightning-svi-next-pass"
+# Passes of at least this many rows are shuffled one pass ahead, in PERMUTATION_THREAD: 100,000 rows'
+# permutation takes 0.5 ms; a hand-off to the thread 0.025 ms at the median, and 0.12 ms a pass in
+# batches of ten 10,000-row passes (3.8 ms a batch drawn ahead, 2.6 ms in line).
+DRAWN_AHEAD_FROM_ROWS = 100_000
 
 
 class TensorTable(Dataset):
@@ -129,10 +133,12 @@ class EndlessBatchSampler(Sampler[torch.Tensor]):
         batch_size = min(self.batch_size or shard_size, shard_size)
         batches_per_pass = shard_size // batch_size
         data_pass, skip = divmod(self.start, batches_per_pass)
-        if self.shuffle or self.num_rows % world_size:
+        if not (self.shuffle or self.num_rows % world_size):
+            orders = (torch.arange(self.num_rows) for _ in itertools.count())
+        elif self.num_rows >= DRAWN_AHEAD_FROM_ROWS:
             orders = _permutations(self.num_rows, self.seed, data_pass)
         else:
-            orders = (torch.arange(self.num_rows) for _ in itertools.count())
+            orders = (_permutation(self.num_rows, self.seed + later) for later in itertools.count(data_pass))
         with closing(orders):
             for order in orders:
                 shard = order[rank : shard_size * world_size : world_size]
