@@ -4,9 +4,11 @@ are on different machines."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
+import pytest
 import torch
 import torch.distributed
 import torch.multiprocessing
@@ -65,6 +67,21 @@ def sums_on_each_rank(rank: int, port: int) -> None:
     torch.distributed.destroy_process_group()
 
 
+def one_rank_ends(rank: int, port: int) -> None:
+    """Rank 1's process ends after three calls; rank 0, waiting in its fourth, stops with rank 1's number."""
+    join(rank, port)
+    all_reduce = host_all_reduce.SharedMemoryAllReduce()
+    for _ in range(3):
+        all_reduce(torch.ones(4))
+    if rank == 1:  # ends while rank 0 waits for its fourth buffer, as a process that raised would
+        time.sleep(1)
+        os._exit(0)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"rank 1 stopped during all-reduce 4 through shared memory"):
+        all_reduce(torch.ones(4))
+    assert time.monotonic() - started < 10
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -73,3 +90,7 @@ def free_port() -> int:
 
 def test_two_processes_on_one_machine_sum_through_shared_memory_and_on_two_through_gloo() -> None:
     torch.multiprocessing.spawn(sums_on_each_rank, args=(free_port(),), nprocs=WORLD_SIZE, join=True)
+
+
+def test_a_rank_whose_process_ends_stops_the_others_waiting_for_it() -> None:
+    torch.multiprocessing.spawn(one_rank_ends, args=(free_port(),), nprocs=WORLD_SIZE, join=True)

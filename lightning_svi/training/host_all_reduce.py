@@ -4,7 +4,7 @@ Why not gloo's. Under DDP on CPU, a step's one all-reduce goes through gloo's TC
 2-core machine it costs milliseconds however few its bytes (``distributed`` has the figures), as
 much as the step's own work on 5,000 rows. Ranks on one machine can instead write their buffers to
 a shared memory segment and each sum all of them: a copy in, one byte to every other rank through
-its pipe (a named FIFO) to say the copy is done, a wait for the others' bytes, a sum out. Every rank
+a pipe (a named FIFO) to say the copy is done, a wait for the others' bytes, a sum out. Every rank
 adds the same buffers in the same order (rank 0, 1, ...), so all get the same bits, as parameters
 kept in step by averaged gradients require. The pipes' write and read are system calls, which make
 the buffer written before the byte visible to the rank that reads the byte, on any processor; a
@@ -13,8 +13,9 @@ waiting rank sleeps in its read instead of spinning on a core that the rank it w
 The segment holds two sets of slots, used by alternate calls: a rank can only be one call ahead of
 the slowest (it waits for every rank's buffer of the previous call, which each posts after reading
 the call before), so it never overwrites a slot that another rank has still to read. For the same
-reason the bytes can be counted over the run: once a rank has received (world size - 1) bytes per
-call so far, every rank has posted this call's buffer.
+reason each pipe's bytes can be counted over the run: once a rank has as many bytes from another
+as calls so far, that rank has posted this call's buffer. A rank whose process ends closes its
+pipes, and the ranks waiting on them stop with its number instead of waiting for it.
 
 Ranks on several machines, or not on CPU, keep ``torch.distributed.all_reduce``.
 """
@@ -51,9 +52,9 @@ class SharedMemoryAllReduce:
         self.world_size = torch.distributed.get_world_size()
         self.capacity = 0
         self.calls = 0
-        self.bytes_received = 0
         self.slots: torch.Tensor | None = None
-        self.inbox, self.outboxes = self._connect()
+        self.inboxes, self.outboxes = self._connect()
+        self.received = dict.fromkeys(self.inboxes, 0)  # bytes from each other rank so far
 
     def __call__(self, flat: torch.Tensor) -> None:
         if flat.numel() > self.capacity:
@@ -61,8 +62,11 @@ class SharedMemoryAllReduce:
         self.calls += 1
         slots = self.slots[self.calls % 2, :, : flat.numel()]
         slots[self.rank].copy_(flat.reshape(-1))
-        for outbox in self.outboxes:
-            os.write(outbox, b"\0")
+        for rank, outbox in self.outboxes.items():
+            try:
+                os.write(outbox, b"\0")
+            except BrokenPipeError:
+                raise self._stopped(rank) from None
         self._wait_for_ranks()
         total = slots[0].clone()
         for rank in range(1, self.world_size):
@@ -70,37 +74,57 @@ class SharedMemoryAllReduce:
         flat.copy_(total.view_as(flat))
 
     def _wait_for_ranks(self) -> None:
-        expected = (self.world_size - 1) * self.calls
-        while self.bytes_received < expected:
-            ready, _, _ = select.select([self.inbox], [], [], WAIT_SECONDS)
+        """Until every other rank has sent its byte of this call; a rank whose pipe closed (its
+        process ended, say on an exception) stops this one too, as gloo's closed socket would."""
+        waiting = [rank for rank, count in self.received.items() if count < self.calls]
+        while waiting:
+            ready, _, _ = select.select([self.inboxes[rank] for rank in waiting], [], [], WAIT_SECONDS)
             if not ready:
                 raise RuntimeError(
-                    f"rank {self.rank} waited {WAIT_SECONDS:.0f} s for the other ranks' gradients (all-reduce "
-                    f"{self.calls} through shared memory): another rank has stopped"
+                    f"rank {self.rank} waited {WAIT_SECONDS:.0f} s for rank(s) {waiting} to post their gradients "
+                    f"(all-reduce {self.calls} through shared memory)"
                 )
-            self.bytes_received += len(os.read(self.inbox, 4096))
+            for rank in waiting:
+                if self.inboxes[rank] in ready:
+                    sent = os.read(self.inboxes[rank], 4096)
+                    if not sent:
+                        raise self._stopped(rank)
+                    self.received[rank] += len(sent)
+            waiting = [rank for rank, count in self.received.items() if count < self.calls]
 
-    def _connect(self) -> tuple[int, list[int]]:
-        """Each rank's pipe (its inbox), and the other ranks' pipes open for writing. The pipes'
-        folder is removed once every rank has opened them; the open pipes live on."""
+    def _stopped(self, rank: int) -> RuntimeError:
+        return RuntimeError(
+            f"rank {rank} stopped during all-reduce {self.calls} through shared memory (its pipe to rank "
+            f"{self.rank} closed): see rank {rank}'s error"
+        )
+
+    def _connect(self) -> tuple[dict[int, int], dict[int, int]]:
+        """A pipe from every rank to every other: this rank's ends to read ({sender: fd}) and to write
+        ({receiver: fd}). A pipe of its own per sender lets a rank see which rank's process ended
+        (its pipe reads end-of-file). The pipes' folder is removed once every rank has opened them."""
         folder: list[str | None] = [None]
         if self.rank == 0:
             folder[0] = tempfile.mkdtemp(prefix="lightning-svi-all-reduce-", dir=_shared_folder())
         torch.distributed.broadcast_object_list(folder, src=0)
-        paths = [os.path.join(folder[0], str(rank)) for rank in range(self.world_size)]
+        others = [rank for rank in range(self.world_size) if rank != self.rank]
+
+        def pipe(sender: int, receiver: int) -> str:
+            return os.path.join(folder[0], f"{sender}-{receiver}")
+
+        for sender in others:
+            os.mkfifo(pipe(sender, self.rank))
+        torch.distributed.barrier()
+        # Non-blocking: opening to read does not wait for a writer (the wait is select's).
+        inboxes = {sender: os.open(pipe(sender, self.rank), os.O_RDONLY | os.O_NONBLOCK) for sender in others}
+        torch.distributed.barrier()
+        outboxes = {receiver: os.open(pipe(self.rank, receiver), os.O_WRONLY) for receiver in others}
+        torch.distributed.barrier()
+        for sender in others:
+            os.unlink(pipe(sender, self.rank))
+        torch.distributed.barrier()
         if self.rank == 0:
-            for path in paths:
-                os.mkfifo(path)
-        torch.distributed.barrier()
-        inbox = os.open(paths[self.rank], os.O_RDWR)  # read and write: opening does not wait for a writer
-        torch.distributed.barrier()
-        outboxes = [os.open(path, os.O_WRONLY) for rank, path in enumerate(paths) if rank != self.rank]
-        torch.distributed.barrier()
-        if self.rank == 0:
-            for path in paths:
-                os.unlink(path)
             os.rmdir(folder[0])
-        return inbox, outboxes
+        return inboxes, outboxes
 
     def _map(self, capacity: int) -> None:
         """A fresh segment of ``capacity`` floats per slot, created by rank 0 and mapped by every rank.
