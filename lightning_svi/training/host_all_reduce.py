@@ -53,6 +53,7 @@ class SharedMemoryAllReduce:
         self.capacity = 0
         self.calls = 0
         self.slots: torch.Tensor | None = None
+        self.total: torch.Tensor | None = None  # the sum, kept between calls: no allocation per step
         self.inboxes, self.outboxes = self._connect()
         self.received = dict.fromkeys(self.inboxes, 0)  # bytes from each other rank so far
 
@@ -68,7 +69,8 @@ class SharedMemoryAllReduce:
             except BrokenPipeError:
                 raise self._stopped(rank) from None
         self._wait_for_ranks()
-        total = slots[0].clone()
+        total = self.total[: flat.numel()]
+        total.copy_(slots[0])
         for rank in range(1, self.world_size):
             total += slots[rank]
         flat.copy_(total.view_as(flat))
@@ -145,6 +147,7 @@ class SharedMemoryAllReduce:
         if self.rank == 0:
             os.unlink(path[0])
         self.slots = torch.frombuffer(memory, dtype=torch.float64).view(2, self.world_size, capacity)
+        self.total = torch.empty(capacity, dtype=torch.float64)
         self.capacity = capacity
 
 
