@@ -9,7 +9,9 @@ into fused kernels; ``backend="fx"`` replays it as it is (no compile time).
 
 The graph is only valid while the model's structure does not depend on the values of its data or
 samples (same sites, same shapes, no value-dependent branches), and for fixed batch shapes, which
-the data module guarantees.
+the data module guarantees. Where every step's batch holds the same values (the whole data set), a
+model may read values computed from the data alone (``range(lengths.max())`` in Pyro's HMM example):
+those are the same every step, and the trace reads them (``fixed_batch``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from lightning_svi.compile.graph_passes import hoist_elementwise_before_expand, without_outputs
 from lightning_svi.core.estimators import ComputedLogProbs, StepTraces
 from lightning_svi.core.params import constrained
-from lightning_svi.core.patches import pyro_static_tracing
+from lightning_svi.core.patches import DataValuesReadable, pyro_static_tracing
 from lightning_svi.core.programs.sides import ParameterSides
 from lightning_svi.core.rng import untouched_rng
 from lightning_svi.core.step_statistics import SMALL_PARAMETER, StepStatistics, gradient_norm
@@ -73,6 +75,12 @@ def _why(error: BaseException) -> str:
         )
     where = f" in {user_frames[-1].name} ({user_frames[-1].filename}:{user_frames[-1].lineno})" if user_frames else ""
     return f"{type(error).__name__}{where}: {message}"
+
+
+def _reads_a_value(error: BaseException) -> bool:
+    """Whether tracing failed because the traced code asked for a tensor's value (a Python ``bool``,
+    ``int`` or ``float`` of it: ``make_fx`` raises at ``aten._local_scalar_dense``)."""
+    return "_local_scalar_dense" in str(error)
 
 
 def _trace(step: Callable[..., Any], inputs: list[torch.Tensor], backend: str) -> torch.fx.GraphModule:
@@ -140,6 +148,12 @@ class CompiledSVIStep:
     with ``evidence_of_batch`` (the batch is the whole data set) the model's closed-form
     ``log_evidence`` before it. A logged step then costs one copy of a few scalars to the host, not
     an eager pass of each logger.
+
+    ``fixed_batch``: every step's batch holds the values of ``example_batch`` (the whole data set,
+    the same rows every step). A model whose trace reads a value of its data (a loop over
+    ``range(lengths.max())``) is then traced again with its data's values known to the trace, which
+    fixes what it computes from the data alone; reads of values that depend on parameters or samples
+    still fail. Without it (minibatches: the values change) any read of a value fails.
     """
 
     def __init__(
@@ -151,6 +165,7 @@ class CompiledSVIStep:
         optimizer: torch.optim.Optimizer | None = None,
         sides: ParameterSides | None = None,
         evidence_of_batch: bool = False,
+        fixed_batch: bool = False,
     ) -> None:
         self.svi = svi
         self.estimator = estimator
@@ -167,6 +182,7 @@ class CompiledSVIStep:
         self.sides = sides if self.optimizer is not None else None
         self.evidence_of_batch = evidence_of_batch and self.optimizer is not None
         self._batch_names = list(example_batch)
+        self._readable_data: DataValuesReadable | None = None  # set while a trace may read the batch's values
         device = self.parameters[0].device
         self._flags = {update: torch.tensor(float(update), device=device) for update in (0, 1)}
         if self.optimizer is not None:
@@ -178,8 +194,7 @@ class CompiledSVIStep:
         started = time.perf_counter()
         inputs = self._flat_inputs(example_batch, update=False)
         try:
-            with pyro_static_tracing():
-                graph = _trace(self._flat_step, inputs, backend)
+            graph = self._traced(inputs, backend, fixed_batch)
             # A step nobody reads (``advance``) runs a graph of the update alone, where the optimizer is in the graph.
             advance = without_outputs(graph) if self.optimizer is not None else None
             self.graph, self.cache_hit = self._compiled(graph, inputs, backend)
@@ -191,6 +206,22 @@ class CompiledSVIStep:
         except Exception as error:
             raise CompileError(f"the model and guide could not be traced into a static graph: {_why(error)}") from None
         self.compile_seconds = time.perf_counter() - started  # tracing, compiling, first calls
+
+    def _traced(self, inputs: list[torch.Tensor], backend: str, fixed_batch: bool) -> torch.fx.GraphModule:
+        """The step's graph; where the first trace reads a value and ``fixed_batch`` holds, the graph of
+        a second trace that may read the batch's values. Only then: a model that traces without reading
+        values gets the graph it always got, at the cost of one trace."""
+        try:
+            with pyro_static_tracing():
+                return _trace(self._flat_step, inputs, backend)
+        except Exception as error:
+            if not (fixed_batch and _reads_a_value(error)):
+                raise
+        try:
+            with pyro_static_tracing(), DataValuesReadable() as self._readable_data:
+                return _trace(self._flat_step, inputs, backend)
+        finally:
+            self._readable_data = None
 
     @staticmethod
     def _compiled(
@@ -240,6 +271,8 @@ class CompiledSVIStep:
             adam, rest = (moments, rest[0], rest[1]), rest[2:]
         else:
             adam = None
+        if self._readable_data is not None:
+            self._readable_data.add(rest)
         batch = dict(zip(self._batch_names, rest, strict=True))
         loss, gradients, named = self._step(values, adam, batch)
         self._layout = {group: list(outputs) for group, outputs in named.items()}

@@ -8,13 +8,15 @@ library still behaves as the patch assumes, so an upgrade that changes it fails 
 * ``pyro_static_tracing``: Pyro's value-dependent checks skipped while a step is traced into a graph
   (``compile.compiled_step``), and a Bernoulli's probabilities made by ``torch.sigmoid`` read back
   as the clamped logits they came from (``SigmoidLogits``).
+* ``DataValuesReadable``: a trace may read values computed from the data alone, where every step
+  reads the same data (``compile.compiled_step``, ``fixed_batch``).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from unittest import mock
 
@@ -27,6 +29,7 @@ import torch.distributions.bernoulli
 from torch.distributions import biject_to, constraints, transform_to
 from torch.distributions.constraint_registry import ConstraintRegistry
 from torch.distributions.transforms import AffineTransform, ComposeTransform, ExpTransform, Transform
+from torch.fx.experimental import proxy_tensor
 
 # -- positive parameters constrained by exp alone, as torch means them to be ---------------------
 #
@@ -158,3 +161,71 @@ def pyro_static_tracing() -> Iterator[None]:
         mock.patch.object(torch.distributions.bernoulli, "probs_to_logits", logits.probs_to_logits),
     ):
         yield
+
+
+# -- values computed from the data alone read while tracing --------------------------------------
+
+_proxy_call = proxy_tensor.proxy_call
+
+
+class DataValuesReadable:
+    """Within the block, ``make_fx`` answers a read of a tensor's value (``bool``, ``int``, ``range``,
+    ``.item()``: ``aten._local_scalar_dense``) where the tensor is computed from the data alone: from
+    the graph inputs given to ``add``, constants and deterministic ops, no other input and no random
+    op. Such a value is fixed in the graph, which is then valid only for data of the same values.
+
+    ``make_fx`` itself answers only reads of its own constants (results of ops on constants, kept up
+    to ``CONSTANT_NUMEL_LIMIT``, 1 element, and not of factories such as the ``arange`` of a plate's
+    indices), so Pyro's HMM example, ``range(lengths[batch].max())``, fails there; tensors captured
+    from outside the traced function fail too. Tracing runs on real tensors, so the value is at
+    hand; this class decides, from the graph recorded so far, that it depends on the data alone.
+    (A random op writing into a view of a tensor is not seen as a write of that tensor: no Pyro
+    distribution samples that way.)
+    """
+
+    def __init__(self) -> None:
+        self._from_data: dict[torch.fx.Node, bool] = {}  # graph node: computed from the data alone
+
+    def add(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Mark ``tensors``, inputs of the trace running now, as the data."""
+        tracer = proxy_tensor.get_proxy_mode().tracer
+        for tensor in tensors:
+            self._from_data[proxy_tensor.get_proxy_slot(tensor, tracer).proxy.node] = True
+
+    def __enter__(self) -> DataValuesReadable:
+        self._patch = mock.patch.object(proxy_tensor, "proxy_call", self._proxy_call)
+        self._patch.start()
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self._patch.stop()
+
+    def _proxy_call(self, mode: proxy_tensor.ProxyTorchDispatchMode, func, pre_dispatch, args, kwargs) -> object:
+        if func is torch.ops.aten._local_scalar_dense.default:
+            traced = proxy_tensor.get_proxy_slot(args[0], mode.tracer, None)
+            if traced is not None and self._computed_from_data(traced.proxy.node):
+                return func(*args, **kwargs)  # the real value: tracing runs on real tensors
+        return _proxy_call(mode, func, pre_dispatch, args, kwargs)
+
+    def _computed_from_data(self, node: torch.fx.Node) -> bool:
+        """Whether ``node`` depends on no input but the data and on no random op. Every node it was
+        found from is remembered; walked with a stack, not recursion: a graph's chains run to thousands
+        of ops."""
+        unknown = [node]
+        while unknown:
+            current = unknown[-1]
+            if current in self._from_data:
+                unknown.pop()
+                continue
+            seeded = isinstance(current.target, torch._ops.OpOverload) and (
+                torch.Tag.nondeterministic_seeded in current.target.tags
+            )
+            if current.op == "placeholder" or seeded:
+                self._from_data[current] = False
+                continue
+            sources = [source for source in current.all_input_nodes if source not in self._from_data]
+            if sources:
+                unknown += sources
+                continue
+            self._from_data[current] = all(self._from_data[source] for source in current.all_input_nodes)
+        return self._from_data[node]
