@@ -170,8 +170,7 @@ GROUPED = [
 def grouped_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Minibatches of 5 of each rank's 25 rows: 45 steps one per batch, 27 seven per batch (batches
     of 7, 3, 7, 3, 7 between the checkpoints at 10 and 20); with the delta guide and SGD (no draws
-    after the warm-up: a resumed rank 1 draws rank 0's stream, the checkpoint holds one generator
-    state) 45 steps one per batch, and 27 seven per batch resumed seven per batch to 45."""
+    after the warm-up) 45 steps one per batch, and 27 seven per batch resumed seven per batch to 45."""
     base = tmp_path_factory.mktemp("grouped")
     deterministic = [*GROUPED, "guide=delta", "optim=sgd", "optim.lr=0.002"]
     first = train_ddp(base, "first", *deterministic, "steps_per_batch=7", "trainer.max_steps=27")
@@ -217,3 +216,40 @@ def test_a_resumed_ddp_run_with_several_steps_per_batch_ends_where_one_per_batch
             assert resumed[side][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (side, name)
     first, second = (state["state_dict"] for state in rank_states(grouped_runs["resumed"]))
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+RANDOM_GUIDE = [
+    "guide=full",
+    "optim.lr=0.05",
+    "optim.scheduler=null",
+    "trainer.log_every_n_steps=10",
+    "checkpoint.every_n_steps=1000",
+]
+
+
+@pytest.fixture(scope="module")
+def random_guide_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The full guide (a fresh draw every step, from each rank's own stream) with Adam on two
+    processes: 40 steps straight, and 20 steps resumed to 40."""
+    base = tmp_path_factory.mktemp("random_guide")
+    first = train_ddp(base, "first", *RANDOM_GUIDE, "trainer.max_steps=20")
+    return {
+        "straight": train_ddp(base, "straight", *RANDOM_GUIDE, "trainer.max_steps=40"),
+        "resumed": train_ddp(
+            base, "resumed", *RANDOM_GUIDE, "trainer.max_steps=40", f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"
+        ),
+    }
+
+
+def test_a_resumed_ddp_run_with_a_random_guide_draws_what_a_straight_run_draws(
+    random_guide_runs: dict[str, Path],
+) -> None:
+    """Each rank resumes its own random stream from the checkpoint: the resumed run's θ and φ are
+    the straight run's. With rank 0's stream restored on both ranks, rank 1's draws after step 20
+    differ and so do θ and φ."""
+    resumed, straight = read_summary(random_guide_runs["resumed"]), read_summary(random_guide_runs["straight"])
+    assert resumed["status"] == "completed" and resumed["steps"] == straight["steps"] == 40
+    for side in ("theta", "phi"):
+        assert straight[side]
+        for name, value in straight[side].items():
+            assert resumed[side][name] == pytest.approx(value, rel=1e-6, abs=1e-7), (side, name)

@@ -3,6 +3,11 @@
 Pyro samples from torch's global generator; Python's and NumPy's are saved too because user models may
 use them. The state is stored as tensors and lists of numbers, so the checkpoint still loads with
 ``torch.load(weights_only=True)``.
+
+Under DDP every rank draws a stream of its own (``training.distributed.seed_ranks_apart``), so the
+checkpoint holds every rank's state, and each resumed rank takes its own: with only rank 0's, every
+resumed rank drew rank 0's noise, and the ranks' gradient estimates, averaged as if independent, were
+one estimate counted W times.
 """
 
 from __future__ import annotations
@@ -40,21 +45,40 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class RngStateCheckpoint(pl.Callback):
-    """Saves the generators with every checkpoint and restores them just before the first resumed step.
+def _rank_and_world_size() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
-    Restoring waits for ``on_train_start``: Lightning's setup (and the guide's warm-up in it) runs after
-    the checkpoint is read and would otherwise move the generators on.
+
+class RngStateCheckpoint(pl.Callback):
+    """Saves every rank's generators with every checkpoint and restores each rank's own just before
+    the first resumed step.
+
+    Saving gathers the ranks' states (one collective): Lightning builds a checkpoint on every rank at
+    once (``Trainer.save_checkpoint``, between two barriers) and writes rank 0's. A rank the checkpoint
+    holds no state for (a run resumed on more processes than it was saved from, or a checkpoint of one
+    state from before per-rank states) keeps the stream ``seed_ranks_apart`` gave it. Restoring waits
+    for ``on_train_start``: Lightning's setup (and the guide's warm-up in it) runs after the checkpoint
+    is read and would otherwise move the generators on.
     """
 
     def __init__(self) -> None:
         self.pending: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return collect_rng_state()
+        state = collect_rng_state()
+        _, world_size = _rank_and_world_size()
+        if world_size == 1:
+            return {"ranks": [state]}
+        states: list[dict[str, Any] | None] = [None] * world_size
+        torch.distributed.all_gather_object(states, state)
+        return {"ranks": states}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.pending = state_dict
+        states = state_dict.get("ranks", [state_dict])  # a checkpoint of one state: rank 0's
+        rank, _ = _rank_and_world_size()
+        self.pending = states[rank] if rank < len(states) else None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.pending is not None:
