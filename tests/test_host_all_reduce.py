@@ -4,6 +4,7 @@ are on different machines."""
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -64,6 +65,14 @@ def sums_on_each_rank(rank: int, port: int) -> None:
     torch.distributed.all_gather(gathered, results)
     assert all(torch.equal(gathered[0], other) for other in gathered[1:])
     assert all_reduce.capacity >= 3000
+    pipes = [*all_reduce.inboxes.values(), *all_reduce.outboxes.values()]
+    if rank == 1:
+        del wait, wait_then_dawdle  # they hold the object too
+    del all_reduce
+    gc.collect()
+    for descriptor in pipes:  # closed with the object
+        with pytest.raises(OSError):
+            os.fstat(descriptor)
     torch.distributed.destroy_process_group()
 
 

@@ -27,6 +27,7 @@ import os
 import select
 import socket
 import tempfile
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -56,6 +57,8 @@ class SharedMemoryAllReduce:
         self.total: torch.Tensor | None = None  # the sum, kept between calls: no allocation per step
         self.inboxes, self.outboxes = self._connect()
         self.received = dict.fromkeys(self.inboxes, 0)  # bytes from each other rank so far
+        # The pipes close with the object (a sweep's jobs in one process make one per fit).
+        weakref.finalize(self, _close, [*self.inboxes.values(), *self.outboxes.values()])
 
     def __call__(self, flat: torch.Tensor) -> None:
         if flat.numel() > self.capacity:
@@ -149,6 +152,11 @@ class SharedMemoryAllReduce:
         self.slots = torch.frombuffer(memory, dtype=torch.float64).view(2, self.world_size, capacity)
         self.total = torch.empty(capacity, dtype=torch.float64)
         self.capacity = capacity
+
+
+def _close(descriptors: list[int]) -> None:
+    for descriptor in descriptors:
+        os.close(descriptor)
 
 
 def for_this_process(device: torch.device) -> AllReduce:
