@@ -190,6 +190,7 @@ class SVIModule(pl.LightningModule):
                 compiled = CompiledSVIStep(
                     self.svi, self.estimator, example, self.compile_backend, in_graph_optimizer,
                     sides=self.sides, evidence_of_batch=whole_data and not distributed,
+                    fixed_batch=whole_data and not distributed,
                 )  # fmt: skip
         except CompileError as error:
             self.compile_fallback = str(error)
