@@ -125,7 +125,9 @@ def test_compiled_mode_trains_the_hmm_on_its_whole_data_as_the_eager_step_does(t
 
     steps = ["trainer.log_every_n_steps=10"]
     eager = train("hmm", tmp_path / "eager", *steps, steps=60, seed=2)
-    compiled = train("hmm", tmp_path / "compiled", *steps, "compile.enabled=true", "compile.backend=fx", steps=60, seed=2)
+    compiled = train(
+        "hmm", tmp_path / "compiled", *steps, "compile.enabled=true", "compile.backend=fx", steps=60, seed=2
+    )
     assert "compile" not in compiled and compiled["timing"]["compile_seconds"] > 0
     for side in ("theta", "phi"):
         assert set(compiled[side]) == set(eager[side])
