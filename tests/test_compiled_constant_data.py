@@ -116,21 +116,3 @@ def test_the_hmm_on_minibatches_falls_back_and_names_the_line_that_reads_the_dat
     assert "model_1 (" in message and "hmm.py:54) reads a tensor's value in `assert lengths.max() <= max_length`" in (
         message
     )
-
-
-@pytest.mark.slow
-def test_compiled_mode_trains_the_hmm_on_its_whole_data_as_the_eager_step_does(tmp_path: Path) -> None:
-    """A run with compile.enabled=true traces the HMM (no fall-back): the same θ and φ as the eager run."""
-    from tests.test_pyro_tutorials import _flat, train
-
-    steps = ["trainer.log_every_n_steps=10"]
-    eager = train("hmm", tmp_path / "eager", *steps, steps=60, seed=2)
-    compiled = train(
-        "hmm", tmp_path / "compiled", *steps, "compile.enabled=true", "compile.backend=fx", steps=60, seed=2
-    )
-    assert "compile" not in compiled and compiled["timing"]["compile_seconds"] > 0
-    for side in ("theta", "phi"):
-        assert set(compiled[side]) == set(eager[side])
-        for parameter in eager[side]:
-            assert _flat(compiled[side][parameter]) == pytest.approx(_flat(eager[side][parameter]), rel=1e-3, abs=1e-4)
-    assert compiled["final"]["elbo"] == pytest.approx(eager["final"]["elbo"], rel=1e-3)
