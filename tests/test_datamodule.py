@@ -33,7 +33,7 @@ def test_minibatches_cover_each_pass_once_then_reshuffle() -> None:
 def test_ranks_draw_disjoint_shards_of_equal_size(monkeypatch: pytest.MonkeyPatch, world_size: int) -> None:
     shards = []
     for rank in range(world_size):
-        monkeypatch.setattr(datamodule, "_process_group", lambda rank=rank: (rank, world_size))
+        monkeypatch.setattr(datamodule, "rank_and_world_size", lambda rank=rank: (rank, world_size))
         shards.append(take(EndlessBatchSampler(12, None, shuffle=True, seed=0), 1)[0])
     assert len({len(shard) for shard in shards}) == 1
     combined = torch.cat(shards).tolist()

@@ -15,6 +15,7 @@ import torch.multiprocessing
 
 from lightning_svi.checkpointing import rng_state
 from lightning_svi.checkpointing.rng_state import RngStateCheckpoint
+from lightning_svi.data import datamodule
 
 WORLD_SIZE = 2
 
@@ -88,7 +89,7 @@ def test_a_rank_the_checkpoint_holds_no_state_for_keeps_its_own_stream(
     torch.manual_seed(7)
     torch.save(RngStateCheckpoint().state_dict(), tmp_path / "rng.pt")
     saved_continuation = draws()
-    monkeypatch.setattr(rng_state, "_rank_and_world_size", lambda: (1, 2))
+    monkeypatch.setattr(datamodule, "rank_and_world_size", lambda: (1, 2))
     torch.manual_seed(8)
     own = draws()
     torch.manual_seed(8)

@@ -19,6 +19,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from lightning_svi.data import datamodule
+
 
 def collect_rng_state() -> dict[str, Any]:
     """torch (and CUDA), Python and NumPy generator states, in a form ``weights_only`` loading accepts."""
@@ -45,12 +47,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _rank_and_world_size() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 class RngStateCheckpoint(pl.Callback):
     """Saves every rank's generators with every checkpoint and restores each rank's own just before
     the first resumed step.
@@ -68,7 +64,7 @@ class RngStateCheckpoint(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         state = collect_rng_state()
-        _, world_size = _rank_and_world_size()
+        _, world_size = datamodule.rank_and_world_size()
         if world_size == 1:
             return {"ranks": [state]}
         states: list[dict[str, Any] | None] = [None] * world_size
@@ -77,7 +73,7 @@ class RngStateCheckpoint(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         states = state_dict.get("ranks", [state_dict])  # a checkpoint of one state: rank 0's
-        rank, _ = _rank_and_world_size()
+        rank, _ = datamodule.rank_and_world_size()
         self.pending = states[rank] if rank < len(states) else None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -52,7 +52,7 @@ def _already_batched(batch: Batch) -> Batch:
     return batch
 
 
-def _process_group() -> tuple[int, int]:
+def rank_and_world_size() -> tuple[int, int]:
     """(rank, world size) of the current process; (0, 1) outside DDP."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -128,7 +128,7 @@ class EndlessBatchSampler(Sampler[torch.Tensor]):
                 drawn += count
 
     def _minibatches(self) -> Iterator[torch.Tensor]:
-        rank, world_size = _process_group()
+        rank, world_size = rank_and_world_size()
         shard_size = self.num_rows // world_size
         batch_size = min(self.batch_size or shard_size, shard_size)
         batches_per_pass = shard_size // batch_size
