@@ -4,21 +4,25 @@ torch or Pyro release that changes that code fails here, not in a user's run).
 
 positive_as_exp: positive parameters constrained by exp alone, with the same values and gradients as
 torch's exp-then-affine. pyro_static_tracing: Dice's masked branch taken in a fixed-size form, its
-dot product and Pyro's NaN checks replaced, with the same loss and gradients."""
+dot product and Pyro's NaN checks replaced, with the same loss and gradients.
+plain_sums_without_dice_factors: Dice's expectation as the sum of the costs where the guide gives no
+factor, with Pyro's loss and gradients, and Pyro's own computation where it gives one."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import pyro
 import pyro.util
 import pytest
 import torch
+from pyro.infer import TraceEnum_ELBO
 from torch.distributions import biject_to, constraints, transform_to
 from torch.distributions.transforms import ComposeTransform, ExpTransform
 
 from lightning_svi.core.estimators import build_estimator
-from lightning_svi.core.patches import positive_as_exp, pyro_static_tracing
+from lightning_svi.core.patches import plain_sums_without_dice_factors, positive_as_exp, pyro_static_tracing
 from lightning_svi.models.beta_bernoulli import BetaBernoulli
 
 LOWER_BOUNDED = [
@@ -251,3 +255,87 @@ def test_a_traced_bernoulli_of_a_sigmoid_has_no_logit_round_trip_and_the_eager_g
     assert torch.ops.aten.clamp.default in targets
     traced, eager = graph(x, pixels), log_prob_and_gradient(x, pixels)
     assert torch.allclose(traced[0], eager[0], rtol=1e-5) and torch.allclose(traced[1], eager[1], atol=1e-5)
+
+
+# -- Dice's expectation as a plain sum when the guide gives no factor ----------------------------
+
+
+def _enumerated_loss_and_gradients(guide: Callable, model: Callable, data: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``TraceEnum_ELBO``'s loss and the gradients of the guide's parameters (a module's, or Pyro's
+    store's), seed 0."""
+    pyro.set_rng_seed(0)
+    loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, data)
+    if isinstance(guide, torch.nn.Module):
+        parameters = list(guide.parameters())
+    else:
+        parameters = [value.unconstrained() for _, value in sorted(pyro.get_param_store().items())]
+    return (loss.detach(), *torch.autograd.grad(loss, parameters))
+
+
+def _counting_calls_of_pyros_expectation(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from lightning_svi.core import patches
+
+    calls: list[int] = []
+    original = patches._compute_expectation
+    monkeypatch.setattr(patches, "_compute_expectation", lambda *args: calls.append(1) or original(*args))
+    return calls
+
+
+def test_without_dice_factors_the_expectation_is_the_sum_of_costs_with_pyros_loss_and_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tutorial GMM: assignments enumerated in the model, AutoDelta on the globals (no Dice factor)."""
+    from tests.pyro_models import gmm
+
+    pyro.clear_param_store()
+    guide = gmm.make_guide()
+    pyro.set_rng_seed(1)
+    guide(gmm.data)  # its parameters, from the tutorial's init_loc_fn
+    pyros = _enumerated_loss_and_gradients(guide, gmm.model, gmm.data)
+    calls = _counting_calls_of_pyros_expectation(monkeypatch)
+    with plain_sums_without_dice_factors():
+        summed = _enumerated_loss_and_gradients(guide, gmm.model, gmm.data)
+    assert not calls, "Pyro's Dice expectation ran although the guide gives no factor"
+    assert pyros[0] != 0 and len(pyros) == 4  # the loss and the gradients of weights, scale, locs
+    for ours, theirs in zip(summed, pyros, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    assert pyro.infer.util.Dice.compute_expectation.__module__ == "pyro.infer.util"  # Pyro's own after the block
+
+
+def test_a_guide_with_dice_factors_gets_pyros_own_expectation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guide that samples a discrete site (a score-function Dice factor): Pyro's computation, bit for bit."""
+    import pyro.distributions as dist
+
+    data = torch.tensor([0.1, 2.9, 3.2])
+
+    def model(data: torch.Tensor) -> None:
+        k = pyro.sample("k", dist.Categorical(torch.ones(2) / 2))
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", dist.Normal(torch.tensor([0.0, 3.0])[k], 1.0), obs=data)
+
+    def guide(data: torch.Tensor) -> None:
+        probs = pyro.param("probs", torch.tensor([0.3, 0.7]), constraint=constraints.simplex)
+        pyro.sample("k", dist.Categorical(probs))
+
+    pyro.clear_param_store()
+    pyros = _enumerated_loss_and_gradients(guide, model, data)
+    calls = _counting_calls_of_pyros_expectation(monkeypatch)
+    with plain_sums_without_dice_factors():
+        ours = _enumerated_loss_and_gradients(guide, model, data)
+    assert calls == [1]
+    assert pyros[1].abs().sum() > 0  # the score function reaches the guide's probabilities
+    for mine, theirs in zip(ours, pyros, strict=True):
+        assert torch.equal(mine, theirs)
+
+
+def test_a_fit_takes_the_expectation_without_dice_factors_as_a_sum(
+    train_in_process: Callable[..., dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train`` runs the fit inside the block: the built-in GMM (enumerated, reparameterized guide)
+    never reaches Pyro's Dice expectation."""
+    calls = _counting_calls_of_pyros_expectation(monkeypatch)
+    summary = train_in_process(
+        "model=gmm", "trainer.max_steps=3", "tensorboard.image_every_n_steps=null", "callbacks.diagnostics=null"
+    )
+    assert summary["status"] == "completed" and summary["steps"] == 3
+    assert not calls

@@ -5,6 +5,8 @@ Each is a speed or traceability fix that a supported route does not give on torc
 library still behaves as the patch assumes, so an upgrade that changes it fails there, not in a run.
 
 * ``positive_as_exp``: positive parameters constrained by ``exp`` alone (the whole fit, ``train``).
+* ``plain_sums_without_dice_factors``: ``TraceEnum_ELBO``'s expectation as the plain sum of its costs
+  when the guide gives no Dice factor (the whole fit, ``train``).
 * ``pyro_static_tracing``: Pyro's value-dependent checks skipped while a step is traced into a graph
   (``compile.compiled_step``), and a Bernoulli's probabilities made by ``torch.sigmoid`` read back
   as the clamped logits they came from (``SigmoidLogits``).
@@ -70,6 +72,37 @@ def positive_as_exp() -> Iterator[None]:
                 registry._registry.pop(kind, None)
             else:
                 registry._registry[kind] = factory
+
+
+# -- Dice's expectation as a plain sum when the guide gives no factor ----------------------------
+#
+# ``TraceEnum_ELBO`` ends every evaluation with ``Dice(guide_trace, ordering).compute_expectation(costs)``:
+# per ordinal, a contraction of the guide's Dice factors (score functions of its non-reparameterized
+# sites, weights of its enumerated ones) against a zero query, its backward pass, and a dot product of
+# each cost with the marginal probabilities found. A guide of reparameterized, non-enumerated sites
+# (``AutoDelta`` or ``AutoNormal`` beside a model that enumerates its discrete sites: the GMM, the HMM)
+# gives no factor: every probability is exp(0) = 1 and the expectation is the sum of the costs.
+
+_compute_expectation = pyro.infer.util.Dice.compute_expectation
+
+
+def _sum_without_factors(dice: pyro.infer.util.Dice, costs: dict) -> torch.Tensor | float:
+    """``Dice.compute_expectation`` where the guide gave no Dice factor: the costs' sum, whose
+    gradient is theirs; Pyro's own computation otherwise."""
+    if dice.log_probs or dice.log_denom:
+        return _compute_expectation(dice, costs)
+    total: torch.Tensor | float = 0.0
+    for cost_terms in costs.values():
+        for cost in cost_terms:
+            total = total + cost.sum()
+    return total
+
+
+@contextmanager
+def plain_sums_without_dice_factors() -> Iterator[None]:
+    """Within the block, Dice's expectation is ``_sum_without_factors``."""
+    with mock.patch.object(pyro.infer.util.Dice, "compute_expectation", _sum_without_factors):
+        yield
 
 
 # -- Pyro's value-dependent checks skipped while tracing -----------------------------------------
