@@ -5,6 +5,8 @@ torch or Pyro release that changes that code fails here, not in a user's run).
 positive_as_exp: positive parameters constrained by exp alone, with the same values and gradients as
 torch's exp-then-affine. pyro_static_tracing: Dice's masked branch taken in a fixed-size form, its
 dot product and Pyro's NaN checks replaced, with the same loss and gradients.
+bernoulli_logits_of_sigmoids: a Bernoulli on a sigmoid's output takes the sigmoid's clamped input as
+its logits, eagerly and traced, for as long as that output lives unchanged.
 plain_sums_without_dice_factors: Dice's expectation as the sum of the costs where the guide gives no
 factor, with Pyro's loss and gradients, and Pyro's own computation where it gives one."""
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import pyro
 import pyro.util
@@ -22,7 +25,12 @@ from torch.distributions import biject_to, constraints, transform_to
 from torch.distributions.transforms import ComposeTransform, ExpTransform
 
 from lightning_svi.core.estimators import build_estimator
-from lightning_svi.core.patches import plain_sums_without_dice_factors, positive_as_exp, pyro_static_tracing
+from lightning_svi.core.patches import (
+    bernoulli_logits_of_sigmoids,
+    plain_sums_without_dice_factors,
+    positive_as_exp,
+    pyro_static_tracing,
+)
 from lightning_svi.models.beta_bernoulli import BetaBernoulli
 
 LOWER_BOUNDED = [
@@ -255,6 +263,64 @@ def test_a_traced_bernoulli_of_a_sigmoid_has_no_logit_round_trip_and_the_eager_g
     assert torch.ops.aten.clamp.default in targets
     traced, eager = graph(x, pixels), log_prob_and_gradient(x, pixels)
     assert torch.allclose(traced[0], eager[0], rtol=1e-5) and torch.allclose(traced[1], eager[1], atol=1e-5)
+
+
+def test_eagerly_a_bernoulli_of_a_live_unchanged_sigmoid_output_has_its_clamped_input_as_logits() -> None:
+    """The fit's block (``train``): the same logits and gradient as the traced step's, from ``torch.sigmoid``,
+    ``Tensor.sigmoid`` and ``nn.Sigmoid``; torch's own logits for an output changed in place since; and no
+    input kept once its output is gone."""
+    import gc
+    import math
+
+    import pyro.distributions as dist
+
+    from lightning_svi.core import patches
+
+    a = torch.linspace(-30.0, 30.0, 601, requires_grad=True)
+    bound = math.log1p(-torch.finfo(torch.float32).eps) - math.log(torch.finfo(torch.float32).eps)
+    pixels = torch.bernoulli(torch.full((601,), 0.4))
+    with bernoulli_logits_of_sigmoids():
+        for make in (torch.sigmoid, lambda x: x.sigmoid(), torch.nn.Sigmoid()):
+            probs = make(a)
+            assert torch.equal(dist.Bernoulli(probs).logits, a.detach().clamp(-bound, bound))
+        log_prob = dist.Bernoulli(torch.sigmoid(a)).log_prob(pixels).sum()
+        (gradient,) = torch.autograd.grad(log_prob, a)
+        changed = torch.sigmoid(a.detach())
+        changed.mul_(0.5)
+        assert torch.equal(dist.Bernoulli(changed).logits, dist.Bernoulli(changed.clone()).logits)
+        del probs, changed, log_prob
+        gc.collect()
+        sigmoid = torch.sigmoid.__self__  # the block's SigmoidLogits
+        assert isinstance(sigmoid, patches.SigmoidLogits) and not sigmoid._inputs
+    # d/da of the Bernoulli log-density in its logit a is pixel − sigmoid(a), inside the clamp bounds
+    inside = a.detach().abs() < bound
+    expected = pixels - torch.sigmoid(a.detach())
+    torch.testing.assert_close(gradient[inside], expected[inside], rtol=1e-5, atol=1e-6)
+    assert torch.equal(gradient[~inside], torch.zeros(int((~inside).sum())))
+    assert torch.sigmoid is patches._sigmoid  # torch's own after the block
+
+
+def test_a_fit_of_pyros_vae_never_takes_the_logit_of_its_decoders_sigmoid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train`` runs the fit inside the block: the VAE example's ``Bernoulli(self.sigmoid(...))`` reaches
+    torch's ``probs_to_logits`` in no step."""
+    from lightning_svi.core import patches
+    from tests.test_pyro_tutorials import train
+
+    binary_logits: list[bool] = []
+    original = patches._probs_to_logits
+
+    def counted(probs: torch.Tensor, is_binary: bool = False) -> torch.Tensor:
+        binary_logits.append(is_binary)
+        return original(probs, is_binary)
+
+    # torch's own, and the patch's fall-back to it
+    monkeypatch.setattr(torch.distributions.bernoulli, "probs_to_logits", counted)
+    monkeypatch.setattr(patches, "_probs_to_logits", counted)
+    summary = train("vae", tmp_path, "callbacks.diagnostics=null", steps=3)
+    assert summary["status"] == "completed" and summary["steps"] == 3
+    assert True not in binary_logits
 
 
 # -- Dice's expectation as a plain sum when the guide gives no factor ----------------------------

@@ -7,9 +7,10 @@ library still behaves as the patch assumes, so an upgrade that changes it fails 
 * ``positive_as_exp``: positive parameters constrained by ``exp`` alone (the whole fit, ``train``).
 * ``plain_sums_without_dice_factors``: ``TraceEnum_ELBO``'s expectation as the plain sum of its costs
   when the guide gives no Dice factor (the whole fit, ``train``).
+* ``bernoulli_logits_of_sigmoids``: a Bernoulli's probabilities made by ``torch.sigmoid`` read back
+  as the clamped logits they came from (the whole fit, ``train``, and every traced step).
 * ``pyro_static_tracing``: Pyro's value-dependent checks skipped while a step is traced into a graph
-  (``compile.compiled_step``), and a Bernoulli's probabilities made by ``torch.sigmoid`` read back
-  as the clamped logits they came from (``SigmoidLogits``).
+  (``compile.compiled_step``).
 * ``DataValuesReadable``: a trace may read values computed from the data alone, where every step
   reads the same data (``compile.compiled_step``, ``fixed_batch``).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from unittest import mock
@@ -105,6 +107,71 @@ def plain_sums_without_dice_factors() -> Iterator[None]:
         yield
 
 
+# -- a Bernoulli on a sigmoid's output: its logits are the sigmoid's input ----------------------
+
+
+class SigmoidLogits:
+    """``Bernoulli(probs=torch.sigmoid(a))`` reads its logits as ``log p − log1p(−p)`` of the clamped
+    probabilities (``probs_to_logits``): a sigmoid and a logit forward, and their derivatives
+    backward, over every pixel of a VAE's images (a sixth of its eager step, the largest of its
+    compiled step's kernels).
+
+    The logit of the clamped sigmoid of ``a`` is ``a`` clamped to the logits of torch's clamp bounds
+    (sigmoid is monotonic): the same function without the round trip, which in float32 also loses
+    the digits of probabilities near 1 (it gives 14.84 at 15; tests/test_patches.py). This class
+    remembers each sigmoid's input while its output lives, and gives a Bernoulli built on that output
+    (or on a same-shaped view of it, as ``broadcast_all`` makes) that clamp. A view is recognised by
+    its data pointer, shape and strides (a live output's memory is never another tensor's), and an
+    output changed in place since (its version counter moved) keeps torch's own logits.
+    """
+
+    def __init__(self) -> None:
+        # data pointer: (the output, weakly; its version; the input). An entry goes with its output.
+        self._inputs: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
+
+    def sigmoid(self, input: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        output = _sigmoid(input, *args, **kwargs)
+        key = output.data_ptr()
+        entry = self._inputs[key] = (weakref.ref(output), output._version, input)
+        weakref.finalize(output, self._forget, key, entry)
+        return output
+
+    def _forget(self, key: int, entry: tuple) -> None:
+        if self._inputs.get(key) is entry:
+            del self._inputs[key]
+
+    def probs_to_logits(self, probs: torch.Tensor, is_binary: bool = False) -> torch.Tensor:
+        output, version, input = self._inputs.get(probs.data_ptr(), (lambda: None, None, None))
+        output = output()
+        same = (
+            output is not None
+            and (output.shape, output.stride()) == (probs.shape, probs.stride())
+            and probs._version == version
+        )
+        if not (is_binary and same and probs.dtype.is_floating_point):
+            return _probs_to_logits(probs, is_binary)
+        eps = torch.finfo(probs.dtype).eps  # torch's ``clamp_probs``: [eps, 1 - eps]
+        bound = math.log1p(-eps) - math.log(eps)  # logit(1 - eps) = -logit(eps)
+        return input.clamp(-bound, bound)
+
+
+_sigmoid = torch.sigmoid
+_probs_to_logits = torch.distributions.bernoulli.probs_to_logits
+
+
+@contextmanager
+def bernoulli_logits_of_sigmoids() -> Iterator[None]:
+    """Within the block, ``torch.sigmoid`` and ``Tensor.sigmoid`` (``nn.Sigmoid``, ``F.sigmoid``) remember
+    their inputs, and a Bernoulli's logits of a sigmoid's output are its clamped input (``SigmoidLogits``)."""
+    logits = SigmoidLogits()
+    with (
+        mock.patch.object(torch, "sigmoid", logits.sigmoid),
+        mock.patch.object(torch.Tensor, "sigmoid", lambda tensor: logits.sigmoid(tensor)),
+        mock.patch.object(torch.distributions.bernoulli, "probs_to_logits", logits.probs_to_logits),
+    ):
+        yield
+
+
 # -- Pyro's value-dependent checks skipped while tracing -----------------------------------------
 
 _masked_select = torch.Tensor.masked_select
@@ -137,49 +204,12 @@ def _sample_unchecked(distribution: torch.distributions.Distribution, value: tor
     ``__init__``) checks every sample against its support, a host read a graph cannot make."""
 
 
-class SigmoidLogits:
-    """``Bernoulli(probs=torch.sigmoid(a))`` reads its logits as ``log p − log1p(−p)`` of the clamped
-    probabilities (``probs_to_logits``): a sigmoid and a logit forward, and their derivatives
-    backward, over every pixel of a VAE's images (the largest of its compiled step's kernels).
-
-    The logit of the clamped sigmoid of ``a`` is ``a`` clamped to the logits of torch's clamp bounds
-    (sigmoid is monotonic): the same function without the round trip, which in float32 also loses
-    the digits of probabilities near 1 (it gives 14.84 at 15; tests/test_patches.py). While a step
-    is traced this class remembers each sigmoid's input, and gives a Bernoulli built on its output
-    (or on a same-shaped view of it, as ``broadcast_all`` makes) that clamp. Tracing runs on real
-    tensors (``make_fx``'s default mode), so a view is recognised by its data pointer, shape and
-    strides; each sigmoid's output is held until tracing ends, so no other tensor reuses its memory.
-    """
-
-    def __init__(self) -> None:
-        self._inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # data pointer: (output, input)
-
-    def sigmoid(self, input: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        output = _sigmoid(input, *args, **kwargs)
-        self._inputs[output.data_ptr()] = (output, input)
-        return output
-
-    def probs_to_logits(self, probs: torch.Tensor, is_binary: bool = False) -> torch.Tensor:
-        output, input = self._inputs.get(probs.data_ptr(), (None, None))
-        same = output is not None and (output.shape, output.stride()) == (probs.shape, probs.stride())
-        if not (is_binary and same and probs.dtype.is_floating_point):
-            return _probs_to_logits(probs, is_binary)
-        eps = torch.finfo(probs.dtype).eps  # torch's ``clamp_probs``: [eps, 1 - eps]
-        bound = math.log1p(-eps) - math.log(eps)  # logit(1 - eps) = -logit(eps)
-        return input.clamp(-bound, bound)
-
-
-_sigmoid = torch.sigmoid
-_probs_to_logits = torch.distributions.bernoulli.probs_to_logits
-
-
 @contextmanager
 def pyro_static_tracing() -> Iterator[None]:
     """Skip Pyro's value-dependent checks while tracing: they ask whether torch.jit is tracing
     (``mask.all()`` in Dice), test tensors for NaN, or validate arguments and supports, which a
     graph cannot do (the eager path validated the model and guide once, in setup). Bernoulli
-    probabilities from a sigmoid become clamped logits (``SigmoidLogits``)."""
-    logits = SigmoidLogits()
+    probabilities from a sigmoid become clamped logits (``bernoulli_logits_of_sigmoids``)."""
     with (
         pyro.validation_enabled(False),
         mock.patch.object(torch._C, "_get_tracing_state", lambda: True),
@@ -189,9 +219,7 @@ def pyro_static_tracing() -> Iterator[None]:
         mock.patch.object(pyro.infer.util, "_fulldot", _sum_of_products),
         mock.patch.object(pyro.infer.trace_elbo, "torch_item", _tensor_as_is),
         mock.patch.object(torch.distributions.Distribution, "_validate_sample", _sample_unchecked),
-        mock.patch.object(torch, "sigmoid", logits.sigmoid),
-        mock.patch.object(torch.Tensor, "sigmoid", lambda tensor: logits.sigmoid(tensor)),
-        mock.patch.object(torch.distributions.bernoulli, "probs_to_logits", logits.probs_to_logits),
+        bernoulli_logits_of_sigmoids(),
     ):
         yield
 
