@@ -1,13 +1,16 @@
 """Each bench measurement in a process of its own, so that its peak resident memory is its own.
 
 ``in_child`` forks the bench after its imports (torch, Pyro, Lightning, lightning-svi): the child starts
-where a fresh run stands after importing them, without paying for the imports again. ``train_py`` runs
+where a fresh run stands after importing them, without paying for the imports again, and with them
+frozen out of the garbage collector's walks as ``python train.py`` has them (``cli.imports_uncollected``;
+the plain Pyro and NumPyro loops then run on the same frozen heap). ``train_py`` runs
 ``python train.py`` for what must be a script of its own (DDP relaunches the running script). Either way
 the peak is ``os.wait4``'s ``ru_maxrss``: the largest of the process and the children it waited for.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
@@ -25,6 +28,7 @@ def in_child(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     """``function(*args)`` in a forked child: its result (picklable) and the child's peak RSS in MiB."""
     sys.stdout.flush()
     sys.stderr.flush()  # or the child would write the parent's buffered lines again
+    gc.freeze()  # what the bench has built so far, its imports first: never collected in the child
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report, then leave without running the parent's exit handlers
