@@ -89,3 +89,14 @@ def test_a_large_tensor_stands_as_its_min_lower_median_and_max() -> None:
     assert as_floats(list(scalars.values())) == [1.0, 2.0, 5.0]
     small = tensor_scalars("phi/v", torch.tensor([0.5, 1.5, 2.5]), max_elements=16)
     assert small == {"phi/v/0": 0.5, "phi/v/1": 1.5, "phi/v/2": 2.5}
+
+
+@pytest.mark.parametrize("size", [17, 18, 25_088])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_the_median_of_a_large_tensor_is_torchs_own(size: int, dtype: torch.dtype) -> None:
+    """numpy's selection on the CPU (float32, float64), torch's elsewhere: the same element, NaN if any is."""
+    values = torch.randn(size, generator=torch.Generator().manual_seed(size)).to(dtype)
+    median = tensor_scalars("theta/w", values)["theta/w/median"]
+    assert median.dtype == dtype and median.shape == () and torch.equal(median, values.median())
+    values[size // 3] = float("nan")
+    assert tensor_scalars("theta/w", values)["theta/w/median"].isnan()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
@@ -193,8 +194,19 @@ def tensor_scalars(tag: str, value: torch.Tensor, max_elements: int = MAX_ELEMEN
     flat = value.detach().flatten()
     if flat.numel() > max_elements:
         low, high = torch.aminmax(flat)
-        return {f"{tag}/min": low, f"{tag}/median": flat.median(), f"{tag}/max": high}
+        return {f"{tag}/min": low, f"{tag}/median": lower_median(flat, high), f"{tag}/max": high}
     return {f"{tag}/{position}": element for position, element in enumerate(flat.float().cpu().tolist())}
+
+
+def lower_median(flat: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """``flat.median()``: the lower of the two middle values, NaN where ``high`` (its maximum, from
+    ``aminmax``) is. On the CPU numpy's selection finds it several times faster than torch's median,
+    which on a VAE's weight tensors was most of a compiled logged step's logging."""
+    if flat.device.type != "cpu" or flat.dtype not in (torch.float32, torch.float64) or high.isnan():
+        return flat.median()
+    values = flat.numpy()
+    middle = (values.size - 1) // 2
+    return torch.from_numpy(numpy.partition(values, middle)[middle : middle + 1]).reshape(())
 
 
 def log_tensor(
@@ -220,7 +232,6 @@ def log_tensor(
 
 def log_figure(trainer: pl.Trainer, tag: str, figure: Figure, step: int) -> None:
     """Render a matplotlib figure off screen (Agg, no pyplot state) into TensorBoard's images, from rank 0."""
-    import numpy
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     writers = tensorboard_writers(trainer)
