@@ -349,8 +349,8 @@ class RecordingTraceEnum_ELBO(RecordsEnumeratedSamples, TraceEnumSample_ELBO):
     estimate is ``Trace_ELBO``'s, so once the first evaluation's traces show that, the loss is evaluated
     through ``Trace_ELBO``, which skips the Dice factors, the packing of every log-prob and the
     contraction: the same θ and φ, step for step; on the 5,000-flip beta-Bernoulli logging every 10
-    steps, 2.09x plain Pyro's ``TraceEnum_ELBO`` step where it had been 1.31x (docs/performance.md,
-    ``scripts/bench.py --settings all``). A later step whose traces show
+    steps, 2.09x plain Pyro's ``TraceEnum_ELBO`` step at ca03844 where it had been 1.31x (docs/performance.md,
+    "What changed in the sixth session", ``scripts/bench.py --settings all``). A later step whose traces show
     otherwise (a program whose sites change) is evaluated again through ``TraceEnum_ELBO``, and so is
     every step after it. Pyro's warning that no site is enumerated is off unless the config turns it on."""
 
