@@ -267,8 +267,8 @@ def test_a_traced_bernoulli_of_a_sigmoid_has_no_logit_round_trip_and_the_eager_g
 
 def test_eagerly_a_bernoulli_of_a_live_unchanged_sigmoid_output_has_its_clamped_input_as_logits() -> None:
     """The fit's block (``train``): the same logits and gradient as the traced step's, from ``torch.sigmoid``,
-    ``Tensor.sigmoid`` and ``nn.Sigmoid``; torch's own logits for an output changed in place since; and no
-    input kept once its output is gone."""
+    ``Tensor.sigmoid`` and ``nn.Sigmoid``; torch's own logits for an output, or an input, changed in place
+    since; and no input kept once its output is gone."""
     import gc
     import math
 
@@ -288,7 +288,11 @@ def test_eagerly_a_bernoulli_of_a_live_unchanged_sigmoid_output_has_its_clamped_
         changed = torch.sigmoid(a.detach())
         changed.mul_(0.5)
         assert torch.equal(dist.Bernoulli(changed).logits, dist.Bernoulli(changed.clone()).logits)
-        del probs, changed, log_prob
+        moved = a.detach().clone()
+        unchanged = torch.sigmoid(moved)
+        moved.add_(1.0)  # the input changed after the sigmoid: its output's own logits
+        assert torch.equal(dist.Bernoulli(unchanged).logits, dist.Bernoulli(unchanged.clone()).logits)
+        del probs, changed, unchanged, log_prob
         gc.collect()
         sigmoid = torch.sigmoid.__self__  # the block's SigmoidLogits
         assert isinstance(sigmoid, patches.SigmoidLogits) and not sigmoid._inputs

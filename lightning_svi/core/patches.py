@@ -121,18 +121,18 @@ class SigmoidLogits:
     the digits of probabilities near 1 (it gives 14.84 at 15; tests/test_patches.py). This class
     remembers each sigmoid's input while its output lives, and gives a Bernoulli built on that output
     (or on a same-shaped view of it, as ``broadcast_all`` makes) that clamp. A view is recognised by
-    its data pointer, shape and strides (a live output's memory is never another tensor's), and an
-    output changed in place since (its version counter moved) keeps torch's own logits.
+    its data pointer, shape and strides (a live output's memory is never another tensor's), and where
+    the output or the input has changed in place since (a version counter moved) torch's own logits stay.
     """
 
     def __init__(self) -> None:
-        # data pointer: (the output, weakly; its version; the input). An entry goes with its output.
-        self._inputs: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
+        # data pointer: (the output, weakly; the input; their versions). An entry goes with its output.
+        self._inputs: dict[int, tuple[weakref.ref, torch.Tensor, tuple[int, int]]] = {}
 
     def sigmoid(self, input: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         output = _sigmoid(input, *args, **kwargs)
         key = output.data_ptr()
-        entry = self._inputs[key] = (weakref.ref(output), output._version, input)
+        entry = self._inputs[key] = (weakref.ref(output), input, (output._version, input._version))
         weakref.finalize(output, self._forget, key, entry)
         return output
 
@@ -141,12 +141,12 @@ class SigmoidLogits:
             del self._inputs[key]
 
     def probs_to_logits(self, probs: torch.Tensor, is_binary: bool = False) -> torch.Tensor:
-        output, version, input = self._inputs.get(probs.data_ptr(), (lambda: None, None, None))
+        output, input, versions = self._inputs.get(probs.data_ptr(), (lambda: None, None, None))
         output = output()
         same = (
             output is not None
             and (output.shape, output.stride()) == (probs.shape, probs.stride())
-            and probs._version == version
+            and (probs._version, input._version) == versions
         )
         if not (is_binary and same and probs.dtype.is_floating_point):
             return _probs_to_logits(probs, is_binary)
