@@ -8,7 +8,8 @@ Each number is a formatted string under a key (``empty.alpha``); ``SNIPPETS`` ar
 that quote them, with ``{key}`` where the number goes (``fill``). ``tests/test_readme_numbers.py`` checks that
 README holds every snippet filled with the stored numbers (so an edited number fails), recomputes the
 closed forms against the stored file, and, in the slow suite, reruns the training commands
-(tolerance ``TOLERANCE``: a rerun on another machine may differ in the last digits). Timings are
+(tolerance ``TOLERANCE``: a rerun on another machine may differ in the last digits; ``UNBOUNDED_TOLERANCE`` for
+the empty guide's run, whose α and β never settle). Timings are
 printed but not stored: they depend on the machine.
 """
 
@@ -27,6 +28,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 STORED = REPO / "docs" / "readme_numbers.json"
 TOLERANCE = 0.03  # relative, for numbers from training runs; closed forms must match to the digits shown
+# The empty guide's run: α and β grow without bound, so their values after 3,000 steps, and the ELBO, gap and
+# k-hat there, follow the last bits of every step's arithmetic. Two CPUs running the same code put α 7 % and the
+# ELBO 41 % apart (468,210 and +46.92 stored, 500,677 and +66.23 on another machine): compared within a factor of 2.
+UNBOUNDED_RUN = "empty."
+UNBOUNDED_TOLERANCE = 0.5
 
 # name -> the command's arguments (``python train.py ARGS``), as README gives them
 RUNS: dict[str, list[str]] = {
@@ -218,11 +224,17 @@ def as_float(text: str) -> float:
 
 
 def differences(fresh: dict[str, str], stored: dict[str, str], tolerance: float = TOLERANCE) -> list[str]:
-    """The keys whose fresh value differs from the stored one by more than ``tolerance`` (relative)."""
+    """The keys whose fresh value differs from the stored one by more than ``tolerance`` (relative;
+    ``UNBOUNDED_TOLERANCE`` for the run whose parameters grow without bound)."""
     return [
         f"{key}: {stored.get(key)} stored, {value} now"
         for key, value in fresh.items()
-        if key not in stored or not math.isclose(as_float(value), as_float(stored[key]), rel_tol=tolerance)
+        if key not in stored
+        or not math.isclose(
+            as_float(value),
+            as_float(stored[key]),
+            rel_tol=UNBOUNDED_TOLERANCE if key.startswith(UNBOUNDED_RUN) else tolerance,
+        )
     ]
 
 
