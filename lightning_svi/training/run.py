@@ -73,7 +73,8 @@ def heap_frozen() -> Iterator[None]:
     collector's walks while it runs (``gc.freeze``), as ``train.py`` has its imports: the collections
     that each step's short-lived objects set off then walk what training made, not the whole heap (on
     Pyro's HMM example a collection pass per few steps, several percent of its step). Unfrozen after
-    the fit, so a launcher's next job in the same process can collect what this run left in cycles."""
+    the fit, imports included, so a launcher's next job in the same process can collect what this run
+    left in cycles; that job's fit freezes the heap again."""
     gc.freeze()
     try:
         yield
