@@ -273,6 +273,17 @@ class RecordsTraces:
     """Mixin for a Pyro ELBO: remembers the (model, guide) traces of the last ``differentiable_loss``."""
 
     last_traces: StepTraces | None = None
+    read = True  # whether the evaluation's traces are read past its loss (``unread``)
+
+    @contextmanager
+    def unread(self) -> Iterator[None]:
+        """Evaluations that nobody reads past their loss (a step no logger looks at): the estimator
+        may skip what only a reader needs."""
+        self.read = False
+        try:
+            yield
+        finally:
+            self.read = True
 
     def _get_trace(self, model, guide, args, kwargs):
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
@@ -280,13 +291,22 @@ class RecordsTraces:
         return model_trace, guide_trace
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        self.release_traces()
         self._pairs: list[tuple[Trace, Trace]] = []
         loss = self._differentiable_loss(model, guide, *args, **kwargs)
         # Either one trace per particle, or one vectorized trace summing all particles: the
         # particle average divides by num_particles in both cases.
         value = loss.detach() if isinstance(loss, torch.Tensor) else None
         self.last_traces = StepTraces(self._pairs, self.num_particles, self._enumerated_sampler(), value)
+        self._pairs = []
         return loss
+
+    def release_traces(self) -> None:
+        """Forgets the last evaluation's traces, once nobody will read them. A step's traces are
+        thousands of Python objects: kept into the next step, they outlive the collector's young
+        generations and land in the oldest, which every full collection then walks (Pyro's HMM example
+        ran full collections every few dozen steps; plain Pyro's loop, which drops its traces, none)."""
+        self.last_traces = None
 
     def _differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         return super().differentiable_loss(model, guide, *args, **kwargs)
@@ -299,20 +319,30 @@ class RecordsEnumeratedSamples(RecordsTraces):
     """For ``TraceEnumSample_ELBO``: samples the enumerated sites of the last particle on demand,
     reusing the step's contraction (one extra model pass, on logging steps only)."""
 
-    def _enumerated_sampler(self) -> Callable[[], tuple[Trace, int]]:
+    def _get_trace(self, model, guide, args, kwargs):
+        if self.read:
+            return super()._get_trace(model, guide, args, kwargs)
+        # TraceEnum_ELBO's traces without TraceEnumSample_ELBO's require_backward marks, which only the
+        # backward sampler reads and which cost about 3% of a step of Pyro's HMM example.
+        pair = pyro.infer.TraceEnum_ELBO._get_trace(self, model, guide, args, kwargs)
+        self._pairs.append(pair)
+        return pair
+
+    def _enumerated_sampler(self) -> Callable[[], tuple[Trace, int]] | None:
         particles = self.num_particles if self.vectorize_particles else 1
-        saved = self._saved_state
-        return lambda: (self._sample_from(saved), particles)
+        saved = self.__dict__.pop("_saved_state", None)  # the step's traces: the sampler holds them, not the estimator
+        return None if saved is None else lambda: (self._sample_from(saved), particles)
 
     def _sample_from(self, saved: tuple) -> Trace:
         """Drawn for logging only: the training run's random stream is left as it was."""
-        # Imported here: the config checks import this module, and the callbacks import Lightning.
-
-        self._saved_state = saved
         _, model_trace, *_ = saved
         device = next(site["value"].device for site in model_trace.nodes.values() if site["type"] == "sample")
-        with untouched_rng(device), fast_backward_sampling():
-            return poutine.trace(self.sample_saved).get_trace()
+        self._saved_state = saved  # what ``sample_saved`` reads
+        try:
+            with untouched_rng(device), fast_backward_sampling():
+                return poutine.trace(self.sample_saved).get_trace()
+        finally:
+            del self._saved_state
 
 
 class TraceGraphWithLoss(pyro.infer.TraceGraph_ELBO):
@@ -359,8 +389,14 @@ class RecordingTraceEnum_ELBO(RecordsEnumeratedSamples, TraceEnumSample_ELBO):
         self._flat: RecordsTraces | None = None  # the Trace_ELBO evaluating the loss, once shown equal
         self._first_evaluation = True
 
+    def release_traces(self) -> None:
+        super().release_traces()
+        if self._flat is not None:
+            self._flat.release_traces()
+
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         if self._flat is not None:
+            self.release_traces()
             loss = self._flat.differentiable_loss(model, guide, *args, **kwargs)
             if is_flat_estimate(self._flat.last_traces):
                 self.last_traces = self._flat.last_traces

@@ -207,6 +207,7 @@ class SVIModule(pl.LightningModule):
         self.batch_steps = steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch)
         for index, step_batch in enumerate(self._step_batches(batch)):
             step = self.trainer.global_step + 1
+            self.last_traces = None  # the last step's traces are not kept alive through this one
             if is_logging_step(self.trainer, step):
                 self._logged_step(step_batch, step)
             elif index == self.batch_steps - 1:

@@ -128,7 +128,8 @@ class EagerStep:
 
     def step(self, batch: Batch) -> torch.Tensor:
         """A step no logger reads: its loss is kept for the progress bar and the divergence guard."""
-        loss, _, _ = self.loss_and_gradients(batch)
+        with self.estimator.unread():
+            loss, _, _ = self.loss_and_gradients(batch)
         self.update()
         return loss
 
@@ -145,7 +146,7 @@ class CompiledStep(EagerStep):
         average_gradients: Callable[[list[torch.Tensor]], None] | None = None,
         update_in_graph: bool = False,
     ) -> None:
-        self.compiled, self.route = compiled, route
+        self.compiled, self.route, self.estimator = compiled, route, compiled.estimator
         self.average_gradients = average_gradients  # under DDP: each rank's graph, then one all-reduce
         self.parameters = compiled.parameters
         self.update_in_graph = update_in_graph and compiled.optimizer is not None
