@@ -64,7 +64,7 @@ def test_divergence_inside_a_batch_is_caught_at_its_end_and_says_which_steps(tra
     from lightning_svi.checkpointing.divergence_guard import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match=r"step (\d+): .* Steps \d+-\1 ran as one batch") as raised:
-        train_in_process("optim.lr=3", "trainer.max_steps=300", "trainer.log_every_n_steps=50")
+        train_in_process("optim.lr=3", "trainer.max_steps=300", "trainer.log_every_n_steps=50", "steps_per_batch=10")
     step = int(re.search(r"step (\d+):", str(raised.value)).group(1))
     first = int(re.search(r"Steps (\d+)-", str(raised.value)).group(1))
     # Batches of 10, logged steps inside them: [1-10], [11-20], ...
@@ -116,3 +116,49 @@ def test_the_first_step_is_a_batch_of_its_own_and_the_rate_leaves_it_out(
     assert summary["timing"]["wall_seconds"] > 1000
     # Timed from the start of the first batch, 21 steps would take over 1,000 s.
     assert summary["timing"]["steps_per_second"] > 1
+
+
+def test_a_batch_of_full_batch_steps_on_one_process_ends_by_time_only_where_it_may() -> None:
+    from lightning_svi.training.observed_steps import (
+        AUTO_BATCH_SECONDS,
+        TIMED_STEPS_PER_BATCH,
+        batch_seconds,
+        resolve_steps_per_batch,
+    )
+
+    assert batch_seconds(None, 1, minibatch_rows=None) == AUTO_BATCH_SECONDS
+    assert resolve_steps_per_batch(None, 1, minibatch_rows=None) == TIMED_STEPS_PER_BATCH
+    assert resolve_steps_per_batch(None, 1, minibatch_rows=None, compiled=True) == TIMED_STEPS_PER_BATCH
+    assert batch_seconds(7, 1, minibatch_rows=None) is None  # the user's choice: batches of 7
+    assert batch_seconds(None, 1, minibatch_rows=1000) is None  # grouped before the batch runs
+    assert batch_seconds(None, 2, minibatch_rows=None) is None  # the ranks end their batches together
+
+
+@pytest.mark.parametrize(("seconds", "batches"), [(0.0, [1] * 53), (1e9, [1, 19, 20, 13])])
+def test_a_batch_with_a_time_limit_ends_after_the_step_that_reaches_it_and_takes_the_same_steps(
+    train_in_process, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float, batches: list[int]
+) -> None:
+    """``steps_per_batch`` null, full batch, one process: a batch ends at its time limit (every step at
+    0 s) or at the next checkpointed step (20, 40) and the last; the run is ``steps_per_batch=1``'s, bit
+    for bit, logged at the same steps."""
+    from lightning_svi.training import observed_steps
+    from lightning_svi.training.module import SVIModule
+
+    one = train_in_process(*RUN, "steps_per_batch=1", run_dir=tmp_path / "one")
+    monkeypatch.setattr(observed_steps, "AUTO_BATCH_SECONDS", seconds)
+    seen: list[int] = []
+    original = SVIModule.training_step
+
+    def training_step(self: SVIModule, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = original(self, batch, batch_idx)
+        seen.append(self.batch_steps)
+        return loss
+
+    monkeypatch.setattr(SVIModule, "training_step", training_step)
+    timed = train_in_process(*RUN, run_dir=tmp_path / "timed")
+    assert seen == batches
+    for key in ("steps", "theta", "phi", "final"):
+        assert timed[key] == one[key], key
+    scalars_one, scalars_timed = read_scalars(tmp_path / "one"), read_scalars(tmp_path / "timed")
+    for tag in LOGGED:
+        assert scalars_timed[tag] == scalars_one[tag], tag

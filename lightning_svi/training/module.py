@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -27,7 +28,12 @@ from lightning_svi.data.datamodule import TensorDataModule
 from lightning_svi.logging.step_logger import Metrics, StepLogger, is_logging_step, log_scalars, merged
 from lightning_svi.training import host_all_reduce
 from lightning_svi.training.distributed import average_gradients, seed_ranks_apart
-from lightning_svi.training.observed_steps import resolve_steps_per_batch, steps_this_batch, steps_to_observed
+from lightning_svi.training.observed_steps import (
+    batch_seconds,
+    resolve_steps_per_batch,
+    steps_this_batch,
+    steps_to_observed,
+)
 from lightning_svi.training.step_engine import CompiledStep, EagerStep, UpdateRoute
 
 
@@ -132,6 +138,9 @@ class SVIModule(pl.LightningModule):
             compiled=self.compile_backend is not None,
             plain_precision=self._plain_precision(),
         )
+        self.batch_seconds = batch_seconds(
+            self.steps_per_batch_option, self.trainer.world_size, None if same_batch else rows
+        )
         if not same_batch and self.steps_per_batch > 1:
             # The sampler sizes each batch as training_step will: up to the next observed step.
             self.minibatch_rows = rows
@@ -200,22 +209,28 @@ class SVIModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """The SVI steps up to the next one that a Lightning callback observes (a checkpoint, a
-        picture, the last step; see ``observed_steps``), each on ``batch`` (full-batch data) or on
-        its own minibatch of it. Logged steps call the step loggers wherever they fall; the batch's
-        last step keeps its loss for the divergence guard, which checks once per batch (no host sync
-        per step: a non-finite value stays non-finite)."""
+        picture, the last step; see ``observed_steps``), or with a time limit (``batch_seconds``) until
+        the batch has run that long, each on ``batch`` (full-batch data) or on its own minibatch of it.
+        Logged steps call the step loggers wherever they fall; the batch's last step keeps its loss for
+        the divergence guard, which checks once per batch (no host sync per step: a non-finite value
+        stays non-finite)."""
         self.batch_steps = steps_this_batch(self.trainer, self.observed_every, self.steps_per_batch)
+        ends_by = None if self.batch_seconds is None else time.perf_counter() + self.batch_seconds
         for index, step_batch in enumerate(self._step_batches(batch)):
             step = self.trainer.global_step + 1
             self.last_traces = None  # the last step's traces are not kept alive through this one
+            last = index == self.batch_steps - 1 or (ends_by is not None and time.perf_counter() >= ends_by)
             if is_logging_step(self.trainer, step):
                 self._logged_step(step_batch, step)
-            elif index == self.batch_steps - 1:
+            elif last:
                 self.last_loss, self.last_traces, self.last_statistics = self.engine.loss_and_gradients(step_batch)
                 self.engine.update()
             else:
                 self.engine.step(step_batch)
             self._run_after_step()
+            if last:
+                self.batch_steps = index + 1  # a batch with a time limit may end before its planned last step
+                break
         return self.last_loss
 
     def _step_batches(self, batch: Batch) -> list[Batch]:

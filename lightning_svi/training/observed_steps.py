@@ -26,12 +26,21 @@ import pytorch_lightning as pl
 
 from lightning_svi.errors import UserInputError
 
-# A batch of eager steps lasts tens of milliseconds; compiled steps are ten times shorter, and a
+# A batch of eager steps (of minibatches: full-batch data on one process takes ``AUTO_BATCH_SECONDS``,
+# below) lasts tens of milliseconds; compiled steps are ten times shorter, and a
 # batch of them only as long with ten times as many (the progress bar still updates several times
 # a second). Under DDP each batch also costs two collectives through gloo (Lightning's broadcast of
 # SIGTERM and ``StopSignals``' all-reduce), milliseconds each on CPU: eager batches are five times
 # longer there.
 AUTO_STEPS_PER_BATCH = {"eager": 10, "eager under DDP": 50, "compiled": 100}
+# On one process with full-batch data a batch may end after any step: every step reads the same data,
+# and the next batch starts where this one stopped. There the default batch runs up to
+# ``TIMED_STEPS_PER_BATCH`` steps and ends once it has run ``AUTO_BATCH_SECONDS`` (``batch_seconds``):
+# a fast model's steps (a millisecond or two: the beta-Bernoulli, Pyro's regression tutorial) share
+# Lightning's per-batch cost a hundred at a time, and a slow model's batch still ends several times a
+# second for the progress bar, a stop signal and the divergence guard.
+TIMED_STEPS_PER_BATCH = 100
+AUTO_BATCH_SECONDS = 0.1
 # A batch of minibatches is gathered at once: by default it holds at most this many rows (about as
 # many as the largest built-in setting's whole data), so that the gather never holds a large data
 # set twice over.
@@ -58,6 +67,8 @@ def resolve_steps_per_batch(
     if option is None:
         if through_lightning_ddp or (minibatches and not groupable):
             return 1
+        if batch_seconds(option, world_size, minibatch_rows) is not None:
+            return TIMED_STEPS_PER_BATCH
         auto = AUTO_STEPS_PER_BATCH["compiled" if compiled else "eager under DDP" if world_size > 1 else "eager"]
         return max(1, min(auto, AUTO_ROWS_PER_BATCH // minibatch_rows)) if minibatches else auto
     if option > 1 and through_lightning_ddp:
@@ -71,6 +82,13 @@ def resolve_steps_per_batch(
             "several steps on one batch would reuse its minibatch; use steps_per_batch=1 (or null)."
         )
     return option
+
+
+def batch_seconds(option: int | None, world_size: int, minibatch_rows: int | None) -> float | None:
+    """How long a batch runs before it ends early (``AUTO_BATCH_SECONDS``), where it may: ``steps_per_batch``
+    null, one process, every step on the same batch. None elsewhere: minibatches are grouped per batch
+    before it runs, and under DDP the ranks must end their batches on the same step."""
+    return AUTO_BATCH_SECONDS if option is None and world_size == 1 and minibatch_rows is None else None
 
 
 def steps_to_observed(done: int, every: Sequence[int], max_steps: int, limit: int) -> int:
