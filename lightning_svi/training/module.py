@@ -130,17 +130,16 @@ class SVIModule(pl.LightningModule):
         same_batch = full_batch and (
             self.trainer.world_size == 1 or (groupable and datamodule.num_rows % self.trainer.world_size == 0)
         )
+        step_rows = None if same_batch else rows  # a step's own minibatch (or shard), when it has one
         self.steps_per_batch = resolve_steps_per_batch(
             self.steps_per_batch_option,
             self.trainer.world_size,
-            None if same_batch else rows,
+            step_rows,
             groupable,
             compiled=self.compile_backend is not None,
             plain_precision=self._plain_precision(),
         )
-        self.batch_seconds = batch_seconds(
-            self.steps_per_batch_option, self.trainer.world_size, None if same_batch else rows
-        )
+        self.batch_seconds = batch_seconds(self.steps_per_batch_option, self.trainer.world_size, step_rows)
         if not same_batch and self.steps_per_batch > 1:
             # The sampler sizes each batch as training_step will: up to the next observed step.
             self.minibatch_rows = rows
