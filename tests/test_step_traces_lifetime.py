@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 import pyro.infer.discrete
 import pyro.infer.enum
@@ -13,6 +14,7 @@ import pyro.infer.traceenum_elbo
 import pytest
 
 from lightning_svi.training.step_engine import EagerStep
+from tests.conftest import read_scalars
 
 QUIET_RUN = ("callbacks.diagnostics=null", "tensorboard.image_every_n_steps=null")
 
@@ -50,7 +52,7 @@ def test_no_step_evaluates_while_an_earlier_step_s_traces_are_alive(
 
 
 def test_only_steps_that_are_read_keep_what_drawing_the_enumerated_sites_needs(
-    train_in_process: Callable[..., dict], monkeypatch: pytest.MonkeyPatch
+    train_in_process: Callable[..., dict], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Every evaluation but those of ``EagerStep.step`` (nobody reads its traces) goes through
     ``TraceEnumSample_ELBO``'s marks; the logged steps still draw the enumerated sites."""
@@ -75,8 +77,11 @@ def test_only_steps_that_are_read_keep_what_drawing_the_enumerated_sites_needs(
     monkeypatch.setattr(EagerStep, "step", counted("unread steps", EagerStep.step))
     summary = train_in_process(
         "model=gmm", "trainer.max_steps=20", "trainer.log_every_n_steps=5", "data.synthetic={num_points: 20}",
-        "tensorboard.sampled_every_n_steps=5", *QUIET_RUN,
+        "tensorboard.sampled_every_n_steps=5", *QUIET_RUN, run_dir=tmp_path / "run",
     )  # fmt: skip
     assert summary["status"] == "completed"
     assert counts["unread steps"] >= 10
     assert counts["evaluations"] - counts["marked"] == counts["unread steps"]
+    scalars = read_scalars(tmp_path / "run")
+    for tag in ("trace/log_p_sampled/assignment", "trace/log_p_sampled/x"):
+        assert [step for step, _ in scalars[tag]] == [1, 5, 10, 15, 20], tag

@@ -389,11 +389,6 @@ class RecordingTraceEnum_ELBO(RecordsEnumeratedSamples, TraceEnumSample_ELBO):
         self._flat: RecordsTraces | None = None  # the Trace_ELBO evaluating the loss, once shown equal
         self._first_evaluation = True
 
-    def release_traces(self) -> None:
-        super().release_traces()
-        if self._flat is not None:
-            self._flat.release_traces()
-
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         if self._flat is not None:
             self.release_traces()
