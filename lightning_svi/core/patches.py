@@ -9,6 +9,8 @@ library still behaves as the patch assumes, so an upgrade that changes it fails 
   when the guide gives no Dice factor (the whole fit, ``train``).
 * ``bernoulli_logits_of_sigmoids``: a Bernoulli's probabilities made by ``torch.sigmoid`` read back
   as the clamped logits they came from (the whole fit, ``train``, and every traced step).
+* ``log_contractions_by_broadcast``: the log-space contractions of enumerated sites as one
+  log-sum-exp over the broadcast sum of their operands, where that sum is small (the whole fit, ``train``).
 * ``pyro_static_tracing``: Pyro's value-dependent checks skipped while a step is traced into a graph
   (``compile.compiled_step``).
 * ``DataValuesReadable``: a trace may read values computed from the data alone, where every step
@@ -17,6 +19,7 @@ library still behaves as the patch assumes, so an upgrade that changes it fails 
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import weakref
@@ -27,9 +30,13 @@ from unittest import mock
 import pyro
 import pyro.infer.trace_elbo
 import pyro.infer.util
+import pyro.ops.einsum.torch_log
 import pyro.util
 import torch
 import torch.distributions.bernoulli
+from opt_einsum.backends import dispatch as opt_einsum_dispatch
+from pyro.ops.einsum.util import Tensordot
+from pyro.ops.special import safe_log
 from torch.distributions import biject_to, constraints, transform_to
 from torch.distributions.constraint_registry import ConstraintRegistry
 from torch.distributions.transforms import AffineTransform, ComposeTransform, ExpTransform, Transform
@@ -169,6 +176,104 @@ def bernoulli_logits_of_sigmoids() -> Iterator[None]:
         mock.patch.object(torch.Tensor, "sigmoid", lambda tensor: logits.sigmoid(tensor)),
         mock.patch.object(torch.distributions.bernoulli, "probs_to_logits", logits.probs_to_logits),
     ):
+        yield
+
+
+# -- log-space contractions by broadcasting, where the operands are small ------------------------
+#
+# ``TraceEnum_ELBO`` sums out enumerated sites by contracting their factors in log space, pairwise,
+# through ``pyro.ops.einsum.torch_log.einsum``: per operand a max over each summed dimension, a clamp,
+# a shift and an exp; then torch's einsum, a log, and the shifts added back. That is some twenty
+# tensor ops and their autograd nodes per pair. On Pyro's HMM example the operands hold a few dozen
+# numbers, so the step's time goes to dispatching them. Where the broadcast sum of the operands is
+# small, ``broadcast_log_einsum`` dispatches about eight: the sum, its max over the summed dimensions
+# (clamped, as Pyro's is), the shifted exp, its sum, Pyro's ``safe_log`` and the shift. The value and
+# the gradient are Pyro's, including a slice of -inf (its value -inf, its gradient 0), and the single
+# shift of the whole sum is the exact log-sum-exp's, so a sum that Pyro's per-operand shifts would
+# underflow keeps its digits. Contractions of larger operands keep Pyro's einsum, whose matrix
+# products never build the sum.
+
+BROADCAST_NUMEL_LIMIT = 2**16  # elements of the broadcast sum below which broadcasting is always taken
+_LOG_BACKEND = "pyro.ops.einsum.torch_log"
+_log_einsum = pyro.ops.einsum.torch_log.einsum
+
+
+@functools.lru_cache(maxsize=4096)
+def _broadcast_plan(
+    inputs: tuple[str, ...], output: str, shapes: tuple[tuple[int, ...], ...]
+) -> tuple[tuple[tuple[tuple[int, ...] | None, tuple[int, ...] | None], ...], tuple[int, ...]] | None:
+    """How each operand is laid out for the broadcast sum (a permutation and a view shape, None where
+    not needed) and which dimensions the sum is reduced over; None where Pyro's einsum should run: an
+    operand with a repeated or ellipsis subscript, shapes that do not broadcast, an empty dimension,
+    one operand left as it is, or a sum much larger than its operands."""
+    symbols = list(output)
+    for dims in inputs:
+        symbols += [dim for dim in dims if dim not in symbols]
+    sizes = dict.fromkeys(symbols, 1)
+    for dims, shape in zip(inputs, shapes, strict=True):
+        if len(set(dims)) != len(dims) or "." in dims or len(dims) != len(shape):
+            return None
+        for dim, size in zip(dims, shape, strict=True):
+            if size != sizes[dim] and 1 not in (size, sizes[dim]):
+                return None
+            sizes[dim] = max(size, sizes[dim])
+    numel = math.prod(sizes.values())
+    contracted = tuple(range(len(output), len(symbols)))
+    if numel == 0 or (len(inputs) == 1 and not contracted):
+        return None
+    if numel > max(BROADCAST_NUMEL_LIMIT, 2 * max(math.prod(shape) for shape in shapes)):
+        return None
+    layouts = []
+    for dims, shape in zip(inputs, shapes, strict=True):
+        order = sorted(range(len(dims)), key=lambda axis: symbols.index(dims[axis]))
+        positions = [symbols.index(dims[axis]) for axis in order]
+        permutation = tuple(order) if order != list(range(len(dims))) else None
+        view = None
+        if positions != list(range(len(symbols))):
+            own = dict(zip(dims, shape, strict=True))
+            view = tuple(own.get(symbol, 1) for symbol in symbols)
+        layouts.append((permutation, view))
+    return tuple(layouts), contracted
+
+
+def broadcast_log_einsum(equation: str, *operands: torch.Tensor) -> torch.Tensor:
+    """Pyro's log-space einsum (``pyro.ops.einsum.torch_log.einsum``) as one log-sum-exp over the
+    broadcast sum of the operands, where ``_broadcast_plan`` finds that sum small; Pyro's otherwise."""
+    inputs, output = equation.split("->")
+    plan = _broadcast_plan(tuple(inputs.split(",")), output, tuple(tuple(operand.shape) for operand in operands))
+    if plan is None:
+        return _log_einsum(equation, *operands)
+    layouts, contracted = plan
+    total = None
+    for (permutation, view), operand in zip(layouts, operands, strict=True):
+        if permutation is not None:
+            operand = operand.permute(permutation)
+        if view is not None:
+            operand = operand.reshape(view)
+        total = operand if total is None else total + operand
+    floor = torch.finfo(total.dtype).min
+    if contracted:
+        shift = total.detach().amax(contracted, keepdim=True).clamp(min=floor)
+        summed = (total - shift).exp().sum(contracted)
+        shift = shift.reshape(summed.shape)
+    else:  # nothing summed: the shifted form still gives an entry of -inf no gradient, as Pyro's einsum does
+        shift = total.detach().clamp(min=floor)
+        summed = (total - shift).exp()
+    return safe_log(summed) + shift
+
+
+@contextmanager
+def log_contractions_by_broadcast() -> Iterator[None]:
+    """Within the block, Pyro's log-space backend (which its sampling and marginal backends call too)
+    contracts through ``broadcast_log_einsum``, and opt_einsum, which caches a backend's functions,
+    finds it there."""
+    with (
+        mock.patch.object(pyro.ops.einsum.torch_log, "einsum", broadcast_log_einsum),
+        mock.patch.object(pyro.ops.einsum.torch_log, "tensordot", Tensordot(broadcast_log_einsum)),
+        mock.patch.dict(opt_einsum_dispatch._cached_funcs),
+    ):
+        for function in ("einsum", "tensordot"):
+            opt_einsum_dispatch._cached_funcs.pop((function, _LOG_BACKEND), None)
         yield
 
 

@@ -30,7 +30,12 @@ from lightning_svi.config.targets import check_target, constructing, instantiate
 from lightning_svi.config.targets import options as target_options
 from lightning_svi.core.estimators import build_estimator
 from lightning_svi.core.optim import build_after_step
-from lightning_svi.core.patches import bernoulli_logits_of_sigmoids, plain_sums_without_dice_factors, positive_as_exp
+from lightning_svi.core.patches import (
+    bernoulli_logits_of_sigmoids,
+    log_contractions_by_broadcast,
+    plain_sums_without_dice_factors,
+    positive_as_exp,
+)
 from lightning_svi.core.programs.build import build_guide, build_model, guide_name, pair_programs
 from lightning_svi.core.svi_model import SVIModel
 from lightning_svi.data.datamodule import FileDataModule, TensorDataModule, load_data
@@ -277,7 +282,13 @@ def _train(cfg: DictConfig, run_dir: Path, table: dict[str, list[float]] | None)
         run_summary.write_unstarted("failed", str(error))
         raise
     try:
-        with heap_frozen(), positive_as_exp(), plain_sums_without_dice_factors(), bernoulli_logits_of_sigmoids():
+        with (
+            heap_frozen(),
+            positive_as_exp(),
+            plain_sums_without_dice_factors(),
+            bernoulli_logits_of_sigmoids(),
+            log_contractions_by_broadcast(),
+        ):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         raise StoppedBySignal(received_signal(trainer) or "SIGTERM") from None
